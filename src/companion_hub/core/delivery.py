@@ -1,0 +1,206 @@
+"""Per-connection delivery queue: coalescing deltas, ordered control messages, events.
+
+The queue holds already-encoded messages (bytes); the server's writer task takes
+batches from it whenever the socket can take more.
+
+- **Deltas coalesce by key.** ``pending`` maps key -> the newest :class:`Delta`;
+  a newer change to a key with a pending delta replaces it *and moves it to the
+  end*, so the pending deltas stay in increasing revision order. Memory is
+  bounded by the number of keys, whatever the update rate.
+- **Control messages** (results, snapshot chunks, progress) go to an ordered
+  outbox. A *barrier* message (snapshot, progress) first seals the pending deltas
+  into the outbox ahead of itself, so that no delta with a smaller revision can
+  arrive after a message that tells the client "you have everything up to rev N".
+- **Events** are not coalesced: a bounded queue that drops the oldest and reports
+  how many were dropped before the next event that does get through.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+
+class Delta:
+    """One encoded change, shared by every connection that gets it."""
+
+    __slots__ = ("data", "rev")
+
+    def __init__(self, rev: int, data: bytes) -> None:
+        self.rev = rev
+        self.data = data
+
+
+class ChunkSource(Protocol):
+    """Something that yields encoded messages lazily (e.g. a large snapshot)."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+
+class _Run:
+    """A sealed sequence of deltas, drained in order."""
+
+    __slots__ = ("deltas", "pos")
+
+    def __init__(self, deltas: list[Delta]) -> None:
+        self.deltas = deltas
+        self.pos = 0
+
+
+class _Lazy:
+    __slots__ = ("it", "rev")
+
+    def __init__(self, it: Iterator[bytes], rev: int) -> None:
+        self.it = it
+        self.rev = rev
+
+
+_Item = bytes | _Run | _Lazy
+
+
+def _noop() -> None:
+    return None
+
+
+class DeliveryQueue:
+    """What one connection still has to receive."""
+
+    __slots__ = (
+        "_event_limit",
+        "_events",
+        "_outbox",
+        "control_bytes",
+        "dropped",
+        "last_rev",
+        "notify",
+        "pending",
+    )
+
+    def __init__(self, event_limit: int = 1000, notify: Callable[[], None] = _noop) -> None:
+        self.pending: dict[str, Delta] = {}
+        self._outbox: deque[_Item] = deque()
+        self._events: deque[bytes] = deque()
+        self._event_limit = max(1, event_limit)
+        self.dropped = 0
+        self.control_bytes = 0  # bytes of control messages waiting (for back-pressure)
+        self.last_rev = 0  # highest revision handed out by take() (deltas, barriers)
+        self.notify = notify
+
+    # --- producers ------------------------------------------------------------------
+
+    def push_delta(self, key: str, delta: Delta) -> None:
+        pending = self.pending
+        if not pending and not self._outbox and not self._events:
+            pending[key] = delta
+            self.notify()
+            return
+        if key in pending:
+            del pending[key]  # re-insert at the end: keeps increasing-rev order
+        pending[key] = delta
+
+    def push_control(self, data: bytes, *, barrier_rev: int | None = None) -> None:
+        """Queue a control message. With ``barrier_rev``, pending deltas go first."""
+        was_empty = self.is_empty()
+        if barrier_rev is not None:
+            self._seal()
+        self._outbox.append(data)
+        self.control_bytes += len(data)
+        if barrier_rev is not None:
+            self._outbox.append(_Lazy(iter(()), barrier_rev))
+        if was_empty:
+            self.notify()
+
+    def push_lazy(self, chunks: Iterator[bytes], rev: int) -> None:
+        """Queue messages produced on demand (a big snapshot) as a barrier at ``rev``."""
+        was_empty = self.is_empty()
+        self._seal()
+        self._outbox.append(_Lazy(chunks, rev))
+        if was_empty:
+            self.notify()
+
+    def push_event(self, data: bytes) -> None:
+        was_empty = self.is_empty()
+        events = self._events
+        if len(events) >= self._event_limit:
+            events.popleft()
+            self.dropped += 1
+        events.append(data)
+        if was_empty:
+            self.notify()
+
+    def _seal(self) -> None:
+        if self.pending:
+            self._outbox.append(_Run(list(self.pending.values())))
+            self.pending = {}
+
+    # --- consumer -------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return not (self.pending or self._outbox or self._events)
+
+    def __len__(self) -> int:
+        """Approximate number of waiting messages (sealed runs count their remainder)."""
+        n = len(self.pending) + len(self._events)
+        for item in self._outbox:
+            if isinstance(item, _Run):
+                n += len(item.deltas) - item.pos
+            else:
+                n += 1
+        return n
+
+    def take(self, max_bytes: int, dropped_notice: Callable[[int], bytes]) -> list[bytes]:
+        """Up to about ``max_bytes`` of messages, in delivery order ([] when empty).
+
+        At least one message is returned when any is waiting, even if it alone is
+        larger than ``max_bytes``.
+        """
+        out: list[bytes] = []
+        size = 0
+        outbox = self._outbox
+        while size < max_bytes:
+            if not outbox:
+                if self.pending:
+                    self._seal()
+                    continue
+                break
+            item = outbox[0]
+            if isinstance(item, bytes):
+                outbox.popleft()
+                self.control_bytes -= len(item)
+                out.append(item)
+                size += len(item)
+            elif isinstance(item, _Run):
+                deltas = item.deltas
+                pos = item.pos
+                n = len(deltas)
+                while pos < n and size < max_bytes:
+                    d = deltas[pos]
+                    out.append(d.data)
+                    size += len(d.data)
+                    pos += 1
+                if pos > item.pos:
+                    last = deltas[pos - 1].rev
+                    self.last_rev = max(self.last_rev, last)
+                item.pos = pos
+                if pos >= n:
+                    outbox.popleft()
+            else:
+                chunk = next(item.it, None)
+                if chunk is None:
+                    outbox.popleft()
+                    self.last_rev = max(self.last_rev, item.rev)
+                    continue
+                out.append(chunk)
+                size += len(chunk)
+        events = self._events
+        while events and size < max_bytes:
+            if self.dropped:
+                notice = dropped_notice(self.dropped)
+                self.dropped = 0
+                out.append(notice)
+                size += len(notice)
+            ev = events.popleft()
+            out.append(ev)
+            size += len(ev)
+        return out

@@ -1,0 +1,366 @@
+"""The canonical state store: entries, namespaces, the single commit path.
+
+Every change — a write, a delete, a stale flip — goes through :meth:`Store._commit`,
+which assigns the next hub-wide revision, records the key in the bounded change
+history (for incremental resume) and hands the change to the listeners (the
+fan-out to subscribers, later the event log). The store does no I/O.
+
+Values are kept as their canonical JSON encoding (``raw``), not as Python objects:
+the hub never interprets values, deltas and snapshots splice the bytes in, and a
+bytes object costs far less memory than a decoded dict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ErrorCode, HubError
+from .jsonvalue import json_equal
+from .keys import GLOBSTAR, STAR, Pattern, could_match_under, is_prefix_of
+
+Decoder = Callable[[bytes], Any]
+
+
+class Entry:
+    """One key's current state. Immutable: a change creates a new Entry."""
+
+    __slots__ = ("key", "owner", "raw", "rev", "stale", "ts", "version")
+
+    def __init__(
+        self, key: str, raw: bytes, version: int, rev: int, owner: str, stale: bool, ts: int
+    ) -> None:
+        self.key = key
+        self.raw = raw
+        self.version = version
+        self.rev = rev
+        self.owner = owner
+        self.stale = stale
+        self.ts = ts
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry({self.key!r}, {self.raw!r}, v{self.version}, r{self.rev}, "
+            f"{self.owner!r}, stale={self.stale}, ts={self.ts})"
+        )
+
+
+class Change:
+    """A committed change: ``entry`` is the new state, or None when the key was deleted."""
+
+    __slots__ = ("entry", "key", "rev", "version")
+
+    def __init__(self, key: str, rev: int, version: int, entry: Entry | None) -> None:
+        self.key = key
+        self.rev = rev
+        self.version = version
+        self.entry = entry
+
+    @property
+    def deleted(self) -> bool:
+        return self.entry is None
+
+
+class Namespace:
+    """A key prefix with exactly one owner (a client name, ``hub`` or an adapter)."""
+
+    __slots__ = ("entries", "name", "owner", "tombstones")
+
+    def __init__(self, name: str, owner: str) -> None:
+        self.name = name
+        self.owner = owner
+        self.entries: dict[str, Entry] = {}
+        # last version of each deleted key, so that versions are never reused
+        self.tombstones: dict[str, int] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    key: str
+    version: int
+    rev: int
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetOp:
+    key: str
+    raw: bytes
+    value: Any  # the decoded value, for the equality rule
+    expect_version: int | None = None
+
+
+Listener = Callable[[Change], None]
+
+
+def _compile_patterns(patterns: Sequence[Pattern]) -> re.Pattern[str]:
+    alts = []
+    for p in patterns:
+        parts: list[str] = []
+        tail = ""
+        segs = list(p)
+        if segs and segs[-1] == GLOBSTAR:
+            segs.pop()
+            tail = r"(?:\..+)?" if segs else r".*"
+        parts = ["[^.]+" if s == STAR else re.escape(s) for s in segs]
+        alts.append(r"\.".join(parts) + tail)
+    return re.compile("|".join(f"(?:{a})" for a in alts))
+
+
+class Store:
+    """The state store. Not thread-safe: one event loop owns it."""
+
+    def __init__(
+        self,
+        *,
+        clock_ms: Callable[[], int],
+        decode: Decoder,
+        history_limit: int = 1_000_000,
+        start_rev: int = 0,
+    ) -> None:
+        self._clock_ms = clock_ms
+        self._decode = decode
+        self.rev = start_rev
+        self._namespaces: dict[str, Namespace] = {}
+        self._listeners: list[Listener] = []
+        self._history_limit = max(1, history_limit)
+        self._hist: list[str] = []  # _hist[i] is the key changed at revision _hist_base + i
+        self._hist_base = start_rev + 1
+        self._in_batch = False
+
+    # --- namespaces -----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def register_namespace(self, name: str, owner: str) -> Namespace:
+        """Create namespace ``name`` owned by ``owner``; idempotent for the same owner."""
+        ns = self._namespaces.get(name)
+        if ns is not None:
+            if ns.owner != owner:
+                raise HubError(ErrorCode.CONFLICT, f"namespace {name!r} is owned by {ns.owner!r}")
+            return ns
+        for other in self._namespaces:
+            if is_prefix_of(other, name) or is_prefix_of(name, other):
+                raise HubError(
+                    ErrorCode.CONFLICT,
+                    f"namespace {name!r} would nest with existing namespace {other!r}",
+                )
+        ns = self._namespaces[name] = Namespace(name, owner)
+        return ns
+
+    def namespace(self, name: str) -> Namespace | None:
+        return self._namespaces.get(name)
+
+    def namespaces(self) -> Iterable[Namespace]:
+        return self._namespaces.values()
+
+    def namespace_of(self, key: str) -> Namespace | None:
+        """The namespace that ``key`` is at or below, if any."""
+        get = self._namespaces.get
+        i = key.find(".")
+        while i >= 0:
+            ns = get(key[:i])
+            if ns is not None:
+                return ns
+            i = key.find(".", i + 1)
+        return get(key)
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        ns = self.namespace_of(key)
+        return None if ns is None else ns.entries.get(key)
+
+    def __len__(self) -> int:
+        return sum(len(ns.entries) for ns in self._namespaces.values())
+
+    def matching(self, patterns: Sequence[Pattern]) -> list[Entry]:
+        """Every current entry matching any of ``patterns`` (in no particular order)."""
+        out: list[Entry] = []
+        rx: re.Pattern[str] | None = None
+        for ns in self._namespaces.values():
+            relevant = [p for p in patterns if could_match_under(p, ns.name)]
+            if not relevant or not ns.entries:
+                continue
+            if any(_covers(p, ns.name) for p in relevant):
+                out.extend(ns.entries.values())
+                continue
+            if all(GLOBSTAR not in p and STAR not in p for p in relevant):
+                for p in relevant:
+                    e = ns.entries.get(".".join(p))
+                    if e is not None:
+                        out.append(e)
+                continue
+            rx = _compile_patterns(relevant)
+            fm = rx.fullmatch
+            out.extend(e for k, e in ns.entries.items() if fm(k))
+        return out
+
+    # --- history --------------------------------------------------------------------
+
+    @property
+    def oldest_resumable(self) -> int:
+        """The smallest ``since`` for which :meth:`changed_since` still knows every change."""
+        return self._hist_base - 1
+
+    def changed_since(self, since: int) -> Iterator[str] | None:
+        """Keys changed after revision ``since`` (with repeats), or None if out of window."""
+        if since < self._hist_base - 1 or since > self.rev:
+            return None
+        start = since + 1 - self._hist_base
+        return iter(self._hist[start:])
+
+    # --- the commit path ------------------------------------------------------------
+
+    def _commit(self, ns: Namespace, key: str, entry: Entry | None, version: int) -> int:
+        self.rev = rev = self.rev + 1
+        if entry is None:
+            ns.entries.pop(key, None)
+            ns.tombstones[key] = version
+        else:
+            ns.entries[key] = entry
+        hist = self._hist
+        hist.append(key)
+        if len(hist) > self._history_limit + (self._history_limit >> 2):
+            drop = len(hist) - self._history_limit
+            del hist[:drop]
+            self._hist_base += drop
+        change = Change(key, rev, version, entry)
+        for listener in self._listeners:
+            listener(change)
+        return rev
+
+    def _owned_ns(self, key: str, owned: Container[str]) -> Namespace:
+        ns = self.namespace_of(key)
+        if ns is None or ns.name not in owned:
+            where = "no namespace" if ns is None else f"namespace {ns.name!r}"
+            raise HubError(
+                ErrorCode.NOT_OWNER, f"key {key!r} is under {where}, which you do not own"
+            )
+        return ns
+
+    @staticmethod
+    def _check_expect(key: str, current: Entry | None, expect: int | None) -> None:
+        if expect is None:
+            return
+        have = 0 if current is None else current.version
+        if have != expect:
+            raise HubError(
+                ErrorCode.CONFLICT,
+                f"{key!r} is at version {have}, not {expect}",
+                {"key": key, "version": have},
+            )
+
+    def _is_equal(self, current: Entry, raw: bytes, value: Any) -> bool:
+        if current.raw == raw:
+            return True
+        return json_equal(self._decode(current.raw), value)
+
+    def set(
+        self,
+        owned: Container[str],
+        key: str,
+        raw: bytes,
+        value: Any,
+        expect_version: int | None = None,
+    ) -> WriteResult:
+        """Write ``key``. ``raw`` is the canonical encoding of ``value``."""
+        ns = self._owned_ns(key, owned)
+        current = ns.entries.get(key)
+        self._check_expect(key, current, expect_version)
+        return self._apply_set(ns, key, raw, value, current)
+
+    def _apply_set(
+        self, ns: Namespace, key: str, raw: bytes, value: Any, current: Entry | None
+    ) -> WriteResult:
+        if current is not None and self._is_equal(current, raw, value):
+            if not current.stale:
+                return WriteResult(key, current.version, current.rev, False)
+            # an equal write clears the stale flag: new rev, same version and ts
+            entry = Entry(key, current.raw, current.version, 0, ns.name, False, current.ts)
+        else:
+            if current is not None:
+                version = current.version + 1
+            else:
+                version = ns.tombstones.pop(key, 0) + 1
+            entry = Entry(key, raw, version, 0, ns.name, False, self._clock_ms())
+        entry.rev = self.rev + 1
+        rev = self._commit(ns, key, entry, entry.version)
+        return WriteResult(key, entry.version, rev, True)
+
+    def set_many(self, owned: Container[str], ops: Sequence[SetOp]) -> list[WriteResult]:
+        """Atomic batch: every entry is applied with consecutive revisions, or none."""
+        checked: list[tuple[Namespace, SetOp]] = []
+        seen: set[str] = set()
+        for i, op in enumerate(ops):
+            try:
+                if op.key in seen:
+                    raise HubError(ErrorCode.BAD_REQUEST, f"key {op.key!r} appears twice")
+                seen.add(op.key)
+                ns = self._owned_ns(op.key, owned)
+                self._check_expect(op.key, ns.entries.get(op.key), op.expect_version)
+            except HubError as e:
+                details = dict(e.details or {})
+                details["index"] = i
+                details.setdefault("key", op.key)
+                raise HubError(e.code, f"entry {i}: {e.message}", details) from None
+            checked.append((ns, op))
+        return [
+            self._apply_set(ns, op.key, op.raw, op.value, ns.entries.get(op.key))
+            for ns, op in checked
+        ]
+
+    def delete(
+        self, owned: Container[str], key: str, expect_version: int | None = None
+    ) -> WriteResult:
+        ns = self._owned_ns(key, owned)
+        current = ns.entries.get(key)
+        self._check_expect(key, current, expect_version)
+        if current is None:
+            raise HubError(ErrorCode.NOT_FOUND, f"key {key!r} does not exist", {"key": key})
+        return self._apply_delete(ns, current)
+
+    def _apply_delete(self, ns: Namespace, current: Entry) -> WriteResult:
+        version = current.version + 1
+        rev = self._commit(ns, current.key, None, version)
+        return WriteResult(current.key, version, rev, True)
+
+    # --- owner-wide operations --------------------------------------------------------
+
+    def mark_stale(self, ns_name: str, stale: bool = True) -> int:
+        """Flip every key of a namespace to ``stale``; returns the number flipped.
+
+        Used when an owner disconnects (stale=True). Fresh-again happens per key,
+        when the owner writes it (see :meth:`set`); ``stale=False`` is for adapters
+        that re-verified their whole namespace at once.
+        """
+        ns = self._namespaces.get(ns_name)
+        if ns is None:
+            return 0
+        flips = [e for e in ns.entries.values() if e.stale is not stale]
+        for e in flips:
+            entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts)
+            self._commit(ns, e.key, entry, e.version)
+        return len(flips)
+
+    def sync(self, ns_name: str, written: Container[str]) -> list[WriteResult]:
+        """Delete every key of the namespace that is not in ``written``."""
+        ns = self._namespaces.get(ns_name)
+        if ns is None:
+            return []
+        doomed = [e for k, e in ns.entries.items() if k not in written]
+        return [self._apply_delete(ns, e) for e in doomed]
+
+
+def _covers(pattern: Pattern, ns_name: str) -> bool:
+    """Does ``pattern`` match every key at or below namespace ``ns_name``?"""
+    if not pattern or pattern[-1] != GLOBSTAR:
+        return False
+    head = pattern[:-1]
+    segs = ns_name.split(".")
+    if len(head) > len(segs):
+        return False
+    return all(p == STAR or p == s for p, s in zip(head, segs, strict=False))

@@ -1,0 +1,1 @@
+"""The asyncio side: WebSocket sessions, the HTTP API, heartbeats and back-pressure."""

@@ -1,0 +1,151 @@
+"""The aiohttp application: ``/ws`` (protocol v1), the HTTP API and health checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..core.errors import ErrorCode, HubError
+from ..core.keys import is_valid_key, parse_pattern
+from ..protocol import encode as wire
+from .hub import Hub, HubConfig
+from .session import Session
+
+log = logging.getLogger("companion_hub.server")
+
+HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
+
+_HTTP_STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_OWNER: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.LIMIT_EXCEEDED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.FAILED: 502,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _error(err: HubError) -> web.Response:
+    return _json(wire.encode({"error": err.to_wire()}), _HTTP_STATUS[err.code])
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    lim = hub.limits
+    ws = web.WebSocketResponse(
+        heartbeat=hub.config.heartbeat_ms / 1000,
+        max_msg_size=lim.frame_bytes,
+        compress=False,
+        decode_text=False,
+        autoping=True,
+    )
+    await ws.prepare(request)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+    await Session(hub, ws, address).run()
+    return ws
+
+
+async def health_live(request: web.Request) -> web.Response:
+    return _json(b'{"status":"ok"}')
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    body = wire.encode({"status": "ok", "hub": hub.hub_id, "rev": hub.store.rev})
+    return _json(body)
+
+
+async def get_state(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    texts = request.query.getall("pattern", ["**"])
+    try:
+        patterns = [parse_pattern(t, hub.limits.key_bytes) for t in texts]
+    except HubError as err:
+        return _error(err)
+    entries = hub.store.matching(patterns)
+    entries.sort(key=lambda e: e.key)
+    return _json(b'{"rev":%d,"entries":%b}' % (hub.store.rev, wire.entries_array(entries)))
+
+
+async def get_key(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    key = request.match_info["key"]
+    if not is_valid_key(key, hub.limits.key_bytes):
+        return _error(HubError(ErrorCode.BAD_REQUEST, f"invalid key {key!r}"))
+    e = hub.store.get(key)
+    if e is None:
+        return _error(HubError(ErrorCode.NOT_FOUND, f"no key {key!r}"))
+    return _json(wire.entry(e))
+
+
+def make_app(hub: Hub) -> web.Application:
+    app = web.Application(client_max_size=hub.limits.frame_bytes)
+    app[HUB_KEY] = hub
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/health/live", health_live)
+    app.router.add_get("/health/ready", health_ready)
+    app.router.add_get("/api/state", get_state)
+    app.router.add_get("/api/state/{key}", get_key)
+    return app
+
+
+class HubServer:
+    """A hub listening on a host and port; ``async with HubServer(...)`` runs it."""
+
+    def __init__(self, config: HubConfig | None = None, *, hub: Hub | None = None) -> None:
+        self.hub = hub or Hub(config)
+        self.config = self.hub.config
+        self._runner: web.AppRunner | None = None
+        self.port = self.config.port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(
+            make_app(self.hub), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self.hub.start_background()
+        log.info(
+            "hub listening",
+            extra={"url": f"ws://{self.config.host}:{self.port}/ws", "hub": self.hub.hub_id},
+        )
+        log.warning("no tokens configured: development mode, any client name is accepted")
+
+    async def stop(self) -> None:
+        await self.hub.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> HubServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

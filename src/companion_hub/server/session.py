@@ -1,0 +1,570 @@
+"""One client connection: the protocol v1 session over a WebSocket.
+
+A session has two tasks. The *reader* (the aiohttp handler itself) decodes frames
+and handles each message synchronously against the hub; the *writer* drains the
+session's :class:`~companion_hub.core.delivery.DeliveryQueue` into batched frames
+whenever the socket can take more. A client that stops reading therefore only
+lets its own queue coalesce; it never slows the hub or other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..core.commands import InFlight, Outcome
+from ..core.delivery import DeliveryQueue
+from ..core.errors import ErrorCode, HubError
+from ..core.keys import Pattern, check_key, is_valid_client_name, match, parse_pattern
+from ..core.limits import HELLO_TIMEOUT_S
+from ..core.store import Entry, SetOp
+from ..protocol import encode as wire
+from ..protocol import messages as m
+from .hub import Hub, now_ms
+
+log = logging.getLogger("companion_hub.session")
+
+CLOSE_REPLACED = 4000
+# A client that sends requests but does not read the replies is paused (we stop
+# reading its frames) once this many bytes of replies wait for it.
+CONTROL_BACKLOG_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Sub:
+    patterns: list[Pattern]
+    events: bool
+
+
+class _Closed(Exception):
+    """The session must end now (the close frame has been sent)."""
+
+
+class Session:
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, address: str) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.address = address
+        self.session_id = secrets.token_hex(8)
+        self.client = ""
+        self.owned: frozenset[str] = frozenset()
+        self.written: set[str] = set()
+        self.subs: dict[str, _Sub] = {}
+        self.replaced = False
+        self.resume_hub: str | None = None
+        self.last_send_ms = now_ms()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.queue = DeliveryQueue(hub.limits.event_queue, notify=self._wake.set)
+        self._writer_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.client or '?'} {self.session_id}>"
+
+    # --- life cycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._writer_task = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
+        try:
+            if await self._handshake():
+                await self._read_loop()
+        except _Closed:
+            pass
+        finally:
+            await self._cleanup()
+
+    async def _handshake(self) -> bool:
+        try:
+            msg = await self.ws.receive(timeout=HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await self._fail_session(HubError(ErrorCode.BAD_REQUEST, "no hello within 10 s"), None)
+            return False
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return False
+        try:
+            msgs = m.decode_frame(msg.data)
+        except m.FrameError as exc:
+            await self._fail_session(HubError(ErrorCode.BAD_REQUEST, str(exc)), None)
+            return False
+        first = msgs[0] if msgs else None
+        if not isinstance(first, m.Hello):
+            rid = first.id if first is not None else None
+            await self._fail_session(
+                HubError(ErrorCode.BAD_REQUEST, "the first message must be 'hello'"), rid
+            )
+            return False
+        if not is_valid_client_name(first.client):
+            await self._fail_session(
+                HubError(
+                    ErrorCode.BAD_REQUEST,
+                    f"invalid client name {first.client!r}: [a-z0-9][a-z0-9_-]{{0,62}}",
+                ),
+                first.id,
+            )
+            return False
+        if first.protocol != 1:
+            await self._fail_session(
+                HubError(
+                    ErrorCode.BAD_REQUEST,
+                    f"unsupported protocol {first.protocol}; this hub speaks 1",
+                ),
+                first.id,
+            )
+            return False
+        self._accept(first)
+        for item in msgs[1:]:
+            self._handle(item)
+        return True
+
+    def _accept(self, hello: m.Hello) -> None:
+        hub = self.hub
+        self.client = hello.client
+        self.resume_hub = hello.resume.hub if hello.resume is not None else None
+        old = hub.sessions.get(self.client)
+        if old is not None:
+            old.replace()
+        namespaces = hub.namespaces_for(self.client)
+        owned = []
+        for ns in namespaces:
+            try:
+                hub.store.register_namespace(ns, self.client)
+            except HubError as exc:
+                log.warning(
+                    "namespace not granted",
+                    extra={"client": self.client, "namespace": ns, "reason": exc.message},
+                )
+                continue
+            owned.append(ns)
+            hub.router.set_owner(ns, self)
+        self.owned = frozenset(owned)
+        hub.sessions[self.client] = self
+        hub.client_connected(self)
+        log.info(
+            "client connected",
+            extra={
+                "client": self.client,
+                "session": self.session_id,
+                "address": self.address,
+                "takeover": old is not None,
+            },
+        )
+        self._send(
+            wire.encode(
+                {
+                    "op": "welcome",
+                    "id": hello.id,
+                    "session": self.session_id,
+                    "hub": hub.hub_id,
+                    "rev": hub.store.rev,
+                    "namespaces": owned,
+                    "heartbeat_ms": hub.config.heartbeat_ms,
+                    "server": hub.server_name,
+                    "limits": hub.welcome_limits(),
+                }
+            )
+        )
+
+    def replace(self) -> None:
+        """A newer connection of the same client takes over: hand ownership over now,
+        without marking anything stale, and close this connection with 4000."""
+        self.replaced = True
+        hub = self.hub
+        if hub.sessions.get(self.client) is self:
+            del hub.sessions[self.client]
+        hub.router.owner_gone(self, "the owner's connection was replaced")
+        self._unsubscribe_all()
+        task = asyncio.get_running_loop().create_task(
+            self.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+        )
+        hub.track(task)
+
+    async def _cleanup(self) -> None:
+        hub = self.hub
+        self._unsubscribe_all()
+        hub.router.caller_gone(self)
+        if not self.replaced and self.client and hub.sessions.get(self.client) is self:
+            del hub.sessions[self.client]
+            hub.router.owner_gone(self, "the owner disconnected")
+            for ns in self.owned:
+                hub.store.mark_stale(ns)
+            hub.client_disconnected(self)
+            log.info(
+                "client disconnected",
+                extra={
+                    "client": self.client,
+                    "session": self.session_id,
+                    "close_code": self.ws.close_code,
+                },
+            )
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        if not self.ws.closed:
+            await self.ws.close()
+
+    async def close(self, code: int, message: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message)
+
+    def _unsubscribe_all(self) -> None:
+        for sub in self.subs.values():
+            self.hub.unsubscribe(self.queue, sub.patterns, sub.events)
+        self.subs.clear()
+
+    async def _fail_session(self, err: HubError, rid: m.RequestId) -> None:
+        """Bad hello: the error, then close code 1008."""
+        with contextlib.suppress(Exception):
+            await self.ws.send_frame(wire.error(err, rid), WSMsgType.TEXT)
+        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=err.message[:120].encode())
+
+    # --- reading --------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        ws = self.ws
+        while True:
+            msg = await ws.receive()
+            t = msg.type
+            if t is WSMsgType.TEXT:
+                try:
+                    items = m.decode_frame(msg.data)
+                except m.FrameError as exc:
+                    self._send(wire.error(HubError(ErrorCode.BAD_REQUEST, str(exc))))
+                    continue
+                for item in items:
+                    self._handle(item)
+            elif t is WSMsgType.BINARY:
+                self._send(
+                    wire.error(
+                        HubError(
+                            ErrorCode.BAD_REQUEST, "binary frames are not supported; send text"
+                        )
+                    )
+                )
+            elif t is WSMsgType.ERROR:
+                log.info(
+                    "connection error",
+                    extra={"client": self.client, "error": str(msg.data)},
+                )
+                return
+            else:  # CLOSE, CLOSING, CLOSED
+                return
+            if self.queue.control_bytes > CONTROL_BACKLOG_BYTES:
+                self._room.clear()
+                await self._room.wait()
+
+    # --- writing --------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        self.queue.push_control(data)
+
+    async def _writer(self) -> None:
+        q = self.queue
+        ws = self.ws
+        target = self.hub.config.frame_target_bytes
+        wake = self._wake
+        try:
+            while True:
+                msgs = q.take(target, wire.dropped)
+                if not msgs:
+                    if not self._room.is_set():
+                        self._room.set()
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                if not self._room.is_set() and q.control_bytes < CONTROL_BACKLOG_BYTES // 2:
+                    self._room.set()
+                await ws.send_frame(wire.batch(msgs), WSMsgType.TEXT)
+                self.last_send_ms = now_ms()
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("write failed", extra={"client": self.client, "error": repr(exc)})
+            self._room.set()
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.GOING_AWAY)
+
+    def maybe_progress(self, rev: int, now: int, heartbeat_ms: int) -> None:
+        """Tell an idle subscriber that the hub moved on (see protocol section 4)."""
+        q = self.queue
+        if (
+            self.subs
+            and q.last_rev < rev
+            and q.is_empty()
+            and now - self.last_send_ms >= heartbeat_ms
+        ):
+            q.push_control(wire.progress(rev), barrier_rev=rev)
+
+    # --- command delivery (this session as an owner) --------------------------------
+
+    def deliver_command(self, cmd: InFlight) -> None:
+        self._send(
+            wire.encode(
+                {
+                    "op": "command",
+                    "id": cmd.hid,
+                    "source": cmd.source,
+                    "name": cmd.name,
+                    "params": cmd.params,
+                    "deadline": cmd.deadline_ms,
+                }
+            )
+        )
+
+    # --- dispatch -------------------------------------------------------------------
+
+    def _handle(self, msg: m.Message | m.BadMessage) -> None:
+        if isinstance(msg, m.BadMessage):
+            self._send(self._error_reply(msg.id, msg.error))
+            return
+        try:
+            handler = _HANDLERS[type(msg)]
+            handler(self, msg)
+        except HubError as err:
+            self._send(self._error_reply(msg.id, err))
+        except Exception:
+            log.exception("internal error", extra={"client": self.client, "op": type(msg).__name__})
+            self._send(self._error_reply(msg.id, HubError(ErrorCode.INTERNAL, "internal error")))
+
+    @staticmethod
+    def _error_reply(rid: m.RequestId, err: HubError) -> bytes:
+        if rid is None:
+            return wire.error(err)
+        return wire.result_error(rid, err)
+
+    # hello after hello
+    def _on_hello(self, msg: m.Hello) -> None:
+        raise HubError(ErrorCode.BAD_REQUEST, "already said hello on this connection")
+
+    def _patterns(self, texts: list[str]) -> list[Pattern]:
+        lim = self.hub.limits
+        if not texts:
+            raise HubError(ErrorCode.BAD_REQUEST, "'patterns' must be a non-empty list")
+        if len(texts) > lim.patterns_per_subscription:
+            raise HubError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"more than {lim.patterns_per_subscription} patterns",
+            )
+        return [parse_pattern(t, lim.key_bytes) for t in texts]
+
+    def _on_subscribe(self, msg: m.Subscribe) -> None:
+        hub = self.hub
+        lim = hub.limits
+        if not msg.sub:
+            raise HubError(ErrorCode.BAD_REQUEST, "'sub' must be a non-empty string")
+        if msg.sub in self.subs:
+            raise HubError(ErrorCode.BAD_REQUEST, f"subscription {msg.sub!r} already exists")
+        if len(self.subs) >= lim.subscriptions:
+            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {lim.subscriptions} subscriptions")
+        patterns = self._patterns(msg.patterns)
+        store = hub.store
+        # --- one synchronous step: snapshot and registration, no await in between ---
+        rev = store.rev
+        mode = "full"
+        removed: list[str] = []
+        entries: list[Entry] = []
+        if msg.snapshot:
+            changed = None
+            if msg.since is not None and self.resume_hub == hub.hub_id and 0 <= msg.since <= rev:
+                changed = store.changed_since(msg.since)
+            if changed is not None:
+                mode = "incremental"
+                for key in dict.fromkeys(changed):
+                    if any(match(p, key) for p in patterns):
+                        e = store.get(key)
+                        if e is None:
+                            removed.append(key)
+                        else:
+                            entries.append(e)
+            else:
+                entries = store.matching(patterns)
+        hub.subscribe(self.queue, patterns, msg.events)
+        self.subs[msg.sub] = _Sub(patterns, msg.events)
+        if msg.snapshot:
+            self.queue.push_lazy(
+                wire.snapshot_chunks(
+                    msg.id, msg.sub, rev, mode, entries, removed, hub.config.snapshot_chunk_bytes
+                ),
+                rev,
+            )
+        else:
+            self.queue.push_control(wire.result_ok(msg.id, {"rev": rev}), barrier_rev=rev)
+
+    def _on_unsubscribe(self, msg: m.Unsubscribe) -> None:
+        sub = self.subs.pop(msg.sub, None)
+        if sub is None:
+            raise HubError(ErrorCode.NOT_FOUND, f"no subscription {msg.sub!r}")
+        self.hub.unsubscribe(self.queue, sub.patterns, sub.events)
+        self._send(wire.result_ok(msg.id, {}))
+
+    def _on_get(self, msg: m.Get) -> None:
+        store = self.hub.store
+        patterns = self._patterns(msg.patterns)
+        entries = store.matching(patterns)
+        entries.sort(key=_by_key)
+        body = b'{"rev":%d,"entries":%b}' % (store.rev, wire.entries_array(entries))
+        self._send(wire.result_raw(msg.id, body))
+
+    def _value(self, value: Any, where: str) -> bytes:
+        if value is msgspec.UNSET:
+            raise HubError(ErrorCode.BAD_REQUEST, f"{where}missing 'value'")
+        raw = wire.encode_value(value)
+        if len(raw) > self.hub.limits.value_bytes:
+            raise HubError(
+                ErrorCode.TOO_LARGE,
+                f"{where}value is {len(raw)} bytes; the limit is {self.hub.limits.value_bytes}",
+            )
+        return raw
+
+    @staticmethod
+    def _expect(v: int | None) -> int | None:
+        if v is not None and v < 0:
+            raise HubError(ErrorCode.BAD_REQUEST, "'expect_version' must be >= 0")
+        return v
+
+    def _on_set(self, msg: m.Set) -> None:
+        store = self.hub.store
+        key_bytes = self.hub.limits.key_bytes
+        if msg.entries is not None:
+            if msg.key is not None:
+                raise HubError(ErrorCode.BAD_REQUEST, "give either 'key' or 'entries', not both")
+            if not msg.entries:
+                raise HubError(ErrorCode.BAD_REQUEST, "'entries' must not be empty")
+            ops = []
+            for i, be in enumerate(msg.entries):
+                try:
+                    ops.append(
+                        SetOp(
+                            check_key(be.key, key_bytes),
+                            self._value(be.value, ""),
+                            be.value,
+                            self._expect(be.expect_version),
+                        )
+                    )
+                except HubError as e:
+                    raise HubError(
+                        e.code, f"entry {i}: {e.message}", {"index": i, "key": be.key}
+                    ) from None
+            results = store.set_many(self.owned, ops)
+            self.written.update(op.key for op in ops)
+            self._send(
+                wire.result_ok(
+                    msg.id,
+                    {
+                        "results": [
+                            {"key": r.key, "version": r.version, "rev": r.rev} for r in results
+                        ]
+                    },
+                )
+            )
+            return
+        if msg.key is None:
+            raise HubError(ErrorCode.BAD_REQUEST, "missing 'key' (or 'entries')")
+        key = check_key(msg.key, key_bytes)
+        raw = self._value(msg.value, "")
+        r = store.set(self.owned, key, raw, msg.value, self._expect(msg.expect_version))
+        self.written.add(key)
+        self._send(
+            b'{"op":"result","id":%b,"ok":true,"result":{"version":%d,"rev":%d}}'
+            % (wire.encode(msg.id), r.version, r.rev)
+        )
+
+    def _on_delete(self, msg: m.Delete) -> None:
+        key = check_key(msg.key, self.hub.limits.key_bytes)
+        r = self.hub.store.delete(self.owned, key, self._expect(msg.expect_version))
+        self.written.discard(key)
+        self._send(wire.result_ok(msg.id, {"version": r.version, "rev": r.rev}))
+
+    def _on_sync(self, msg: m.Sync) -> None:
+        store = self.hub.store
+        deleted: list[str] = []
+        for ns in sorted(self.owned):
+            deleted.extend(r.key for r in store.sync(ns, self.written))
+        self._send(wire.result_ok(msg.id, {"deleted": len(deleted), "rev": store.rev}))
+
+    def _on_publish(self, msg: m.Publish) -> None:
+        key = check_key(msg.key, self.hub.limits.key_bytes)
+        ns = self.hub.store.namespace_of(key)
+        if ns is None or ns.name not in self.owned:
+            raise HubError(ErrorCode.NOT_OWNER, f"you do not own the namespace of {key!r}")
+        data = wire.encode_value(msg.data)
+        if len(data) > self.hub.limits.value_bytes:
+            raise HubError(ErrorCode.TOO_LARGE, f"event data is {len(data)} bytes")
+        n = self.hub.publish_event(key, msg.data, self.client)
+        self._send(wire.result_ok(msg.id, {"delivered": n}))
+
+    def _on_command(self, msg: m.Command) -> None:
+        if msg.id is None:
+            raise HubError(ErrorCode.BAD_REQUEST, "a command needs an 'id'")
+        if not msg.target or not msg.name:
+            raise HubError(ErrorCode.BAD_REQUEST, "a command needs 'target' and 'name'")
+        if msg.timeout_ms is not None and msg.timeout_ms <= 0:
+            raise HubError(ErrorCode.BAD_REQUEST, "'timeout_ms' must be positive")
+        rid = msg.id
+
+        def on_result(outcome: Outcome) -> None:
+            if outcome.ok:
+                self._send(wire.result_ok(rid, outcome.result))
+            else:
+                assert outcome.error is not None
+                self._send(wire.result_error(rid, outcome.error))
+
+        self.hub.dispatch_command(
+            caller=self,
+            source=self.client,
+            target=msg.target,
+            name=msg.name,
+            params=msg.params,
+            timeout_ms=msg.timeout_ms,
+            idempotency_key=msg.idempotency_key,
+            on_result=on_result,
+        )
+
+    def _on_reply(self, msg: m.Reply) -> None:
+        if not isinstance(msg.id, str):
+            raise HubError(ErrorCode.BAD_REQUEST, "a reply needs the command's 'id'")
+        if msg.ok:
+            outcome = Outcome(True, msg.result)
+        else:
+            body = msg.error or m.ErrorBody()
+            try:
+                code = ErrorCode(body.code)
+            except ValueError:
+                code = ErrorCode.FAILED
+            details = body.details if isinstance(body.details, dict) else None
+            outcome = Outcome(False, None, HubError(code, body.message or str(code), details))
+        if not self.hub.router.reply(self, msg.id, outcome):
+            self._send(
+                wire.error(
+                    HubError(
+                        ErrorCode.NOT_FOUND,
+                        f"no command {msg.id!r} in flight to you (it may have timed out)",
+                    )
+                )
+            )
+
+
+def _by_key(e: Entry) -> str:
+    return e.key
+
+
+_HANDLERS: dict[type, Any] = {
+    m.Hello: Session._on_hello,
+    m.Subscribe: Session._on_subscribe,
+    m.Unsubscribe: Session._on_unsubscribe,
+    m.Get: Session._on_get,
+    m.Set: Session._on_set,
+    m.Delete: Session._on_delete,
+    m.Sync: Session._on_sync,
+    m.Publish: Session._on_publish,
+    m.Command: Session._on_command,
+    m.Reply: Session._on_reply,
+}
