@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgspec
+import pytest
+
+from companion_hub.core.store import Change, Store
+
+
+class StoreHarness:
+    """A store with a fake clock, recording every committed change."""
+
+    def __init__(self, history_limit: int = 1_000_000) -> None:
+        self._ticks = itertools.count(1_000)
+        self.store = Store(
+            clock_ms=lambda: next(self._ticks),
+            decode=msgspec.json.decode,
+            history_limit=history_limit,
+        )
+        self.changes: list[Change] = []
+        self.store.add_listener(self.changes.append)
+
+    def set(self, owned: set[str], key: str, value: Any, expect: int | None = None):
+        return self.store.set(owned, key, msgspec.json.encode(value), value, expect)
+
+
+@pytest.fixture
+def harness() -> StoreHarness:
+    return StoreHarness()

@@ -1,0 +1,124 @@
+"""The per-connection coalescing delivery queue."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from companion_hub.core.delivery import DeliveryQueue, Delta
+
+
+def dropped(n: int) -> bytes:
+    return b"dropped:%d" % n
+
+
+def drain(q: DeliveryQueue, max_bytes: int = 1 << 30) -> list[bytes]:
+    out: list[bytes] = []
+    while batch := q.take(max_bytes, dropped):
+        out.extend(batch)
+    return out
+
+
+def d(rev: int, key: str) -> Delta:
+    return Delta(rev, msgspec.json.encode({"key": key, "rev": rev}))
+
+
+def test_coalesces_and_moves_to_newest_place() -> None:
+    q = DeliveryQueue()
+    q.push_delta("a", d(1, "a"))
+    q.push_delta("b", d(2, "b"))
+    q.push_delta("a", d(3, "a"))
+    assert len(q) == 2
+    got = [msgspec.json.decode(m) for m in drain(q)]
+    assert got == [{"key": "b", "rev": 2}, {"key": "a", "rev": 3}]
+    assert q.last_rev == 3
+
+
+def test_notify_only_when_it_becomes_non_empty() -> None:
+    calls = []
+    q = DeliveryQueue(notify=lambda: calls.append(1))
+    q.push_delta("a", d(1, "a"))
+    q.push_delta("b", d(2, "b"))
+    q.push_control(b"r")
+    assert calls == [1]
+    drain(q)
+    q.push_control(b"r2")
+    assert calls == [1, 1]
+
+
+def test_barrier_seals_pending_deltas_before_it() -> None:
+    q = DeliveryQueue()
+    q.push_delta("a", d(1, "a"))
+    q.push_control(b"SNAP", barrier_rev=5)
+    q.push_delta("a", d(6, "a"))  # newer change after the barrier does not jump ahead
+    out = drain(q)
+    assert out[1] == b"SNAP"
+    assert msgspec.json.decode(out[0])["rev"] == 1
+    assert msgspec.json.decode(out[2])["rev"] == 6
+    assert q.last_rev == 6
+
+
+def test_lazy_chunks_are_pulled_on_demand() -> None:
+    pulled = []
+
+    def chunks():
+        for i in range(3):
+            pulled.append(i)
+            yield b"c%d" % i
+
+    q = DeliveryQueue()
+    q.push_lazy(chunks(), rev=9)
+    assert pulled == []
+    first = q.take(1, dropped)
+    assert first == [b"c0"] and pulled == [0]
+    assert drain(q) == [b"c1", b"c2"]
+    assert q.last_rev == 9
+
+
+def test_events_drop_oldest_and_report() -> None:
+    q = DeliveryQueue(event_limit=3)
+    for i in range(10):
+        q.push_event(b"e%d" % i)
+    assert drain(q) == [b"dropped:7", b"e7", b"e8", b"e9"]
+    q.push_event(b"e10")
+    assert drain(q) == [b"e10"]
+
+
+def test_take_respects_byte_budget() -> None:
+    q = DeliveryQueue()
+    for i in range(100):
+        q.push_delta(f"k{i}", Delta(i + 1, b"x" * 100))
+    first = q.take(1000, dropped)
+    assert 10 <= len(first) <= 11
+    assert len(drain(q)) == 100 - len(first)
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3)), max_size=200))
+def test_bounded_by_keys_and_increasing(ops: list[tuple[int, int]]) -> None:
+    """Any interleaving of pushes and partial takes: at most one pending delta per key,
+    revisions strictly increasing on the wire, and the last value of each key wins."""
+    q = DeliveryQueue()
+    rev = 0
+    seen: list[tuple[str, int]] = []
+    latest: dict[str, int] = {}
+    for key_n, action in ops:
+        if action == 0:
+            for m in q.take(60, dropped):
+                obj = msgspec.json.decode(m)
+                seen.append((obj["key"], obj["rev"]))
+        else:
+            rev += 1
+            key = f"k{key_n}"
+            q.push_delta(key, d(rev, key))
+            latest[key] = rev
+        assert len(q.pending) <= 21
+    for m in drain(q):
+        obj = msgspec.json.decode(m)
+        seen.append((obj["key"], obj["rev"]))
+    revs = [r for _, r in seen]
+    assert revs == sorted(revs) and len(set(revs)) == len(revs)
+    final: dict[str, int] = {}
+    for k, r in seen:
+        final[k] = r
+    assert final == latest
