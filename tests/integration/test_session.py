@@ -1,0 +1,181 @@
+"""Protocol v1 sessions over real sockets: hello, writes, reads, hub keys, HTTP."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from companion_hub.server.app import HubServer
+
+from .wsclient import Client
+
+
+async def test_hello_welcome(hub: HubServer) -> None:
+    c = await Client.connect(hub.url, "tally", resume={"hub": "other", "rev": 3})
+    w = c.welcome
+    assert w["hub"] == hub.hub.hub_id and w["namespaces"] == ["app.tally"]
+    assert w["heartbeat_ms"] == 10_000 and w["limits"]["frame_bytes"] == 1 << 20
+    assert w["rev"] == hub.hub.store.rev and w["server"].startswith("companion-hub ")
+    await c.close()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"op": "get", "id": "7", "patterns": ["**"]},
+        {"op": "hello", "id": "7", "client": "Bad Name"},
+        {"op": "hello", "id": "7", "client": "ok", "protocol": 2},
+    ],
+)
+async def test_bad_first_message_closes_1008(hub: HubServer, first: dict) -> None:
+    c = await Client.connect(hub.url, None)
+    await c.send(first)
+    err = await c.next()
+    assert err["op"] == "error" and err["code"] == "BAD_REQUEST" and err["id"] == "7"
+    assert await c.closed_code() == 1008
+    await c.close()
+
+
+async def test_write_read_cycle(hub: HubServer) -> None:
+    c = await Client.connect(hub.url, "tally")
+    r1 = await c.ok({"op": "set", "key": "app.tally.status", "value": "live"})
+    assert r1["version"] == 1
+    same = await c.ok({"op": "set", "key": "app.tally.status", "value": "live"})
+    assert same == r1  # equal value: no new version or rev
+    r2 = await c.ok({"op": "set", "key": "app.tally.status", "value": "off", "expect_version": 1})
+    assert r2["version"] == 2 and r2["rev"] > r1["rev"]
+    conflict = await c.request(
+        {"op": "set", "key": "app.tally.status", "value": "x", "expect_version": 1}
+    )
+    assert conflict["error"]["code"] == "CONFLICT"
+    assert conflict["error"]["details"]["version"] == 2
+    batch = await c.ok(
+        {
+            "op": "set",
+            "entries": [{"key": "app.tally.a", "value": 1}, {"key": "app.tally.b", "value": 2}],
+        }
+    )
+    revs = [r["rev"] for r in batch["results"]]
+    assert revs[1] == revs[0] + 1
+    got = await c.ok({"op": "get", "patterns": ["app.tally.*"]})
+    assert [e["key"] for e in got["entries"]] == ["app.tally.a", "app.tally.b", "app.tally.status"]
+    assert got["entries"][2]["owner"] == "app.tally" and got["entries"][2]["value"] == "off"
+    d = await c.ok({"op": "delete", "key": "app.tally.a"})
+    assert d["version"] == 2
+    missing = await c.request({"op": "delete", "key": "app.tally.a"})
+    assert missing["error"]["code"] == "NOT_FOUND"
+    recreated = await c.ok({"op": "set", "key": "app.tally.a", "value": 1})
+    assert recreated["version"] == 3  # versions are never reused
+    await c.close()
+
+
+async def test_batch_is_atomic_over_the_wire(hub: HubServer) -> None:
+    c = await Client.connect(hub.url, "tally")
+    rev = hub.hub.store.rev
+    r = await c.request(
+        {
+            "op": "set",
+            "entries": [{"key": "app.tally.a", "value": 1}, {"key": "app.other.b", "value": 2}],
+        }
+    )
+    assert r["error"]["code"] == "NOT_OWNER" and r["error"]["details"]["index"] == 1
+    assert hub.hub.store.rev == rev and hub.hub.store.get("app.tally.a") is None
+    await c.close()
+
+
+async def test_hub_keys(hub: HubServer) -> None:
+    c = await Client.connect(hub.url, "tally")
+    got = await c.ok({"op": "get", "patterns": ["hub.**"]})
+    by_key = {e["key"]: e for e in got["entries"]}
+    assert by_key["hub.info"]["value"]["hub"] == hub.hub.hub_id
+    client = by_key["hub.clients.tally"]["value"]
+    assert client["connected"] is True and client["session"] == c.welcome["session"]
+    assert client["address"].startswith("127.0.0.1:")
+    watcher = await Client.connect(hub.url, "watcher")
+    await watcher.subscribe("hub.clients.*")
+    await c.close()
+    d = await watcher.next(lambda m: m.get("key") == "hub.clients.tally")
+    assert d["value"]["connected"] is False and d["stale"] is False
+    await watcher.close()
+
+
+async def test_takeover(hub: HubServer) -> None:
+    old = await Client.connect(hub.url, "tally")
+    await old.ok({"op": "set", "key": "app.tally.x", "value": 1})
+    watcher = await Client.connect(hub.url, "watcher")
+    await watcher.subscribe("app.**")
+    new = await Client.connect(hub.url, "tally")
+    assert await old.closed_code() == 4000
+    assert old.ws.close_code == 4000
+    await new.ok({"op": "set", "key": "app.tally.x", "value": 2})
+    d = await watcher.next(lambda m: m.get("op") == "delta")
+    assert d["value"] == 2 and d["stale"] is False  # no stale flip on takeover
+    assert hub.hub.sessions["tally"].session_id == new.welcome["session"]
+    await new.close()
+    await old.close()
+    await watcher.close()
+
+
+async def test_events(hub: HubServer) -> None:
+    pub = await Client.connect(hub.url, "panel")
+    sub = await Client.connect(hub.url, "listener")
+    await sub.subscribe("app.panel.**", events=True)
+    plain = await Client.connect(hub.url, "plain")
+    await plain.subscribe("app.panel.**")  # events: false
+    r = await pub.ok({"op": "publish", "key": "app.panel.button", "data": {"n": 3}})
+    assert r["delivered"] == 1
+    ev = await sub.next(lambda m: m["op"] == "event")
+    assert ev["key"] == "app.panel.button" and ev["data"] == {"n": 3} and ev["source"] == "panel"
+    assert hub.hub.store.get("app.panel.button") is None  # never stored as state
+    bad = await pub.request({"op": "publish", "key": "app.listener.x", "data": 1})
+    assert bad["error"]["code"] == "NOT_OWNER"
+    with pytest.raises(TimeoutError):
+        await plain.next(lambda m: m["op"] == "event", timeout=0.3)
+    for c in (pub, sub, plain):
+        await c.close()
+
+
+async def test_event_queue_drops_oldest(hub_factory) -> None:  # type: ignore[no-untyped-def]
+    from companion_hub.core.limits import Limits
+
+    srv = await hub_factory(limits=Limits(event_queue=5))
+    sub = await Client.connect(srv.url, "listener")
+    await sub.subscribe("app.panel.**", events=True)
+    pub = await Client.connect(srv.url, "panel")
+    # publish a burst inside one frame: the hub enqueues all before the writer runs
+    await pub.send([{"op": "publish", "key": "app.panel.e", "data": i} for i in range(20)])
+    got = []
+    while len(got) < 6:
+        m = await sub.next(lambda m: m["op"] in ("event", "dropped"))
+        got.append(m)
+        if m["op"] == "event" and m["data"] == 19:
+            break
+    kinds = [m["op"] for m in got]
+    assert "dropped" in kinds
+    dropped = next(m for m in got if m["op"] == "dropped")
+    events = [m["data"] for m in got if m["op"] == "event"]
+    assert events[-1] == 19 and dropped["events"] + len(events) >= 20 - 1
+    await sub.close()
+    await pub.close()
+
+
+async def test_http_api(hub: HubServer) -> None:
+    c = await Client.connect(hub.url, "tally")
+    await c.ok({"op": "set", "key": "app.tally.x", "value": {"a": 1}})
+    base = f"http://127.0.0.1:{hub.port}"
+    async with aiohttp.ClientSession() as http:
+        for path in ("/health/live", "/health/ready"):
+            async with http.get(base + path) as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with http.get(base + "/api/state", params={"pattern": "app.**"}) as r:
+            body = await r.json()
+            assert [e["key"] for e in body["entries"]] == ["app.tally.x"]
+            assert body["rev"] == hub.hub.store.rev
+        async with http.get(base + "/api/state/app.tally.x") as r:
+            e = await r.json()
+            assert e["value"] == {"a": 1} and e["version"] == 1 and e["owner"] == "app.tally"
+        async with http.get(base + "/api/state/app.tally.nope") as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "NOT_FOUND"
+        async with http.get(base + "/api/state", params={"pattern": "a.**.b"}) as r:
+            assert r.status == 400
+    await c.close()
