@@ -1,0 +1,259 @@
+"""(b) Fan-out throughput and convergence, and (e) the hub's event-loop lag meanwhile.
+
+One ``writer`` client updates 1,000 keys round-robin as fast as the hub accepts
+(``set`` requests, a window of 200 un-acknowledged ones in flight, packed up to 50
+per frame as the protocol allows), while 100 subscribers to ``**`` spread over 4
+client processes keep a mirror of what they receive. After ~10 s of writing, the
+writer reports the version each key ended at; each subscriber waits until its
+mirror equals that state and reports when the last needed delta arrived.
+
+Reported (medians over runs, each run on a fresh hub):
+- accepted writes/s: acknowledged ``set`` results / (last ack - first send);
+- delivered deltas/s: deltas received by all subscribers while the writer ran;
+- convergence: last needed delta at the slowest subscriber - writer's last ack;
+- (e) hub event-loop lag p50/p99/max during the writing (``bench.hub_proc`` probe).
+
+Reference in the same run: the writer alone (no subscribers) for 5 s.
+
+    .venv/bin/python -m bench.fanout [--runs 3] [--duration 10] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from .common import CpuMeter, HubProcess, median, save, table_row, wait_quiet, watchdog, workers
+from .load import BIN_S, sub_worker, writer_worker
+from .profile import Profiler
+
+NAME = "fanout"
+FLOOR_WPS = 20_000
+FLOOR_CONV_MS = 200
+FLOOR_LAG_P99_MS = 20
+REFERENCE_TS_WPS = 2_330
+QUIET_CORES = 0.3  # a run during which other users took less CPU than this is "quiet"
+
+
+def run_once(
+    *,
+    subs: int,
+    procs: int,
+    keys: int,
+    duration: float,
+    window: int,
+    per_frame: int,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    params = {"duration": duration, "window": window, "per_frame": per_frame}
+    quiet = wait_quiet()
+    with HubProcess() as hub:
+        per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)] if subs else []
+        specs = []
+        first = 0
+        for n in per:
+            specs.append((sub_worker, (hub.ws_url, first, n, "fanout")))
+            first += n
+        specs.append((writer_worker, (hub.ws_url, keys, "window", params)))
+        with workers(specs) as ws:
+            sub_ws, writer = ws[:-1], ws[-1]
+            for w in ws:
+                tag, _ = w.recv(60)
+                assert tag == "ready"
+            t0 = time.monotonic() + 0.3
+            for w in ws:
+                w.send(("go", t0, 0))
+            time.sleep(max(0.0, t0 - time.monotonic()))
+            hub.lag_reset()
+            cpu0 = hub.cpu_seconds()
+            meter = CpuMeter()
+            prof = Profiler(hub.pid, duration * 0.8, profile) if profile else None
+            _, wr = writer.recv(duration + 60)
+            noise = meter.stop()
+            lag = hub.lag_report()
+            hub_cpu = hub.cpu_seconds() - cpu0
+            prof_top = prof.finish() if prof else None
+            for w in sub_ws:
+                w.send(("final", wr["final"], 10.0))
+            reports = [w.recv(40)[1] for w in sub_ws]
+            writer.send(("close",))
+        rss = hub.rss() if hub.proc and hub.proc.poll() is None else 0
+    write_s = wr["last_ack"] - wr["t_start"]
+    last_bin = int((wr["last_ack"] - t0) / BIN_S)
+    all_subs = [s for r in reports for s in r["subs"]]
+    delivered = sum(sum(s["bins"][: last_bin + 1]) for s in all_subs)
+    conv = [s["converged_at"] for s in all_subs]
+    ok = all(c is not None for c in conv)
+    conv_ms = (max(c for c in conv) - wr["last_ack"]) * 1000 if ok and conv else None
+    return {
+        "accepted": wr["acked"],
+        "errors": wr["errors"],
+        "first_error": wr["first_error"],
+        "frames": wr["frames"],
+        "write_s": round(write_s, 3),
+        "writes_per_s": round(wr["acked"] / write_s),
+        "delivered_deltas": delivered,
+        "delivered_per_s": round(delivered / write_s) if subs else 0,
+        "delivered_fraction": round(delivered / (wr["acked"] * subs), 4) if subs else None,
+        "all_converged": ok,
+        "not_converged": sum(1 for c in conv if c is None),
+        "missing_keys_max": max((s["missing"] for s in all_subs), default=0),
+        "convergence_ms_raw": round(conv_ms, 2) if conv_ms is not None else None,
+        "convergence_ms": round(max(0.0, conv_ms), 2) if conv_ms is not None else None,
+        "version_violations": sum(s["violations"] for s in all_subs),
+        "hub_lag": lag,
+        "hub_cpu_s": round(hub_cpu, 2),
+        "hub_cpu_util": round(hub_cpu / write_s, 2),
+        "hub_rss_end": rss,
+        "cpu": noise,
+        "quiet_gate": quiet,
+        "max_rev": wr["max_rev"],
+        "writer_max_inflight": wr["max_inflight"],
+        "profile_top": prof_top,
+    }
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "keys": args.keys,
+        "window": args.window,
+        "per_frame": args.per_frame,
+    }
+    runs = []
+    refs = []
+    for i in range(args.runs):
+        r = run_once(
+            subs=args.subs,
+            procs=args.procs,
+            duration=args.duration,
+            profile=args.profile if i == 0 else None,
+            **common,
+        )
+        runs.append(r)
+        print(
+            f"  run {i + 1}: {r['writes_per_s']:,} writes/s, {r['delivered_per_s']:,} deltas/s, "
+            f"converged {r['all_converged']} in {r['convergence_ms']} ms, "
+            f"lag p99 {r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
+            f"other users' cpu {r['cpu']['other_cores']} cores",
+            flush=True,
+        )
+        ref = run_once(subs=0, procs=0, duration=args.ref_duration, **common)
+        refs.append(ref)
+        print(f"  reference (no subscribers): {ref['writes_per_s']:,} writes/s", flush=True)
+    conv_ok = all(r["all_converged"] for r in runs)
+    quiet = [r for r in runs if r["cpu"]["other_cores"] < QUIET_CORES]
+    return {
+        "quiet_runs": len(quiet),
+        "quiet_median_writes_per_s": round(median(r["writes_per_s"] for r in quiet))
+        if quiet
+        else None,
+        "quiet_median_convergence_ms": median(r["convergence_ms"] or 0 for r in quiet)
+        if quiet
+        else None,
+        "quiet_median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in quiet) if quiet else None,
+        "params": {
+            "subscribers": args.subs,
+            "client_processes": args.procs,
+            "keys": args.keys,
+            "duration_s": args.duration,
+            "window": args.window,
+            "sets_per_frame_max": args.per_frame,
+            "runs": args.runs,
+        },
+        "median_writes_per_s": round(median(r["writes_per_s"] for r in runs)),
+        "median_delivered_per_s": round(median(r["delivered_per_s"] for r in runs)),
+        "median_delivered_fraction": median(r["delivered_fraction"] for r in runs),
+        "all_converged": conv_ok,
+        "median_convergence_ms": round(median(r["convergence_ms"] for r in runs), 1)
+        if conv_ok
+        else None,
+        "max_convergence_ms": max(r["convergence_ms"] for r in runs) if conv_ok else None,
+        "median_lag_p50_ms": median(r["hub_lag"]["p50_ms"] for r in runs),
+        "median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
+        "median_lag_max_ms": median(r["hub_lag"]["max_ms"] for r in runs),
+        "median_ref_writes_per_s": round(median(r["writes_per_s"] for r in refs)),
+        "version_violations": sum(r["version_violations"] for r in runs),
+        "runs": runs,
+        "reference_runs": refs,
+    }
+
+
+def _quiet(r: dict[str, Any], field: str, fmt: str) -> str:
+    """The median over the runs during which the rest of the machine was quiet."""
+    if not r.get("quiet_runs") or r["quiet_runs"] == r["params"]["runs"]:
+        return ""
+    return f"; quiet runs only (n={r['quiet_runs']}): {fmt.format(r[field])}"
+
+
+def rows(r: dict[str, Any]) -> list[list[str]]:
+    p = r["params"]
+    wps_ok = r["median_writes_per_s"] >= FLOOR_WPS
+    conv = r["median_convergence_ms"]
+    conv_ok = r["all_converged"] and r["max_convergence_ms"] <= FLOOR_CONV_MS
+    lag_ok = r["median_lag_p99_ms"] <= FLOOR_LAG_P99_MS
+    yes = lambda b: "yes" if b else "**no**"  # noqa: E731
+    return [
+        [
+            f"(b) fan-out: accepted writes/s, 1 writer, {p['keys']:,} keys, "
+            f"{p['subscribers']} subscribers to `**`",
+            f"{r['median_writes_per_s']:,}/s (writer alone: {r['median_ref_writes_per_s']:,}/s)"
+            + _quiet(r, "quiet_median_writes_per_s", "{:,}/s"),
+            f">= {FLOOR_WPS:,}/s",
+            f"{REFERENCE_TS_WPS:,}/s",
+            yes(wps_ok),
+        ],
+        [
+            "(b) fan-out: delivered deltas/s (sum over subscribers)",
+            f"{r['median_delivered_per_s']:,}/s "
+            f"({r['median_delivered_fraction'] * 100:.0f}% of writes x subscribers; "
+            "rest coalesced)",
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            "(b) fan-out: writer's last ack -> every subscriber converged",
+            (
+                f"{conv:.0f} ms (max of runs {r['max_convergence_ms']:.0f} ms)"
+                if conv is not None
+                else "not converged"
+            )
+            + _quiet(r, "quiet_median_convergence_ms", "{:.0f} ms"),
+            f"<= {FLOOR_CONV_MS} ms",
+            "-",
+            yes(conv_ok),
+        ],
+        [
+            "(e) hub event-loop lag during (b), p99 (p50 / max)",
+            f"{r['median_lag_p99_ms']:.1f} ms ({r['median_lag_p50_ms']:.1f} / "
+            f"{r['median_lag_max_ms']:.1f} ms)" + _quiet(r, "quiet_median_lag_p99_ms", "{:.1f} ms"),
+            f"<= {FLOOR_LAG_P99_MS} ms",
+            "-",
+            yes(lag_ok),
+        ],
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description="(b) fan-out and (e) loop lag benchmark")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--ref-duration", type=float, default=5.0)
+    ap.add_argument("--subs", type=int, default=100)
+    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--keys", type=int, default=1000)
+    ap.add_argument("--window", type=int, default=200)
+    ap.add_argument("--per-frame", type=int, default=50)
+    ap.add_argument("--profile", metavar="FILE", help="py-spy record the hub (first run)")
+    args = ap.parse_args(argv)
+    watchdog(args.runs * (args.duration + args.ref_duration + 120) + 60)
+    result = _bench(args)
+    save(NAME, result)
+    for row in rows(result):
+        print(table_row(row))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""Load-generating client processes shared by the fan-out and latency benchmarks.
+
+Each worker is a separate process (``multiprocessing`` spawn) running uvloop, so
+that the clients' CPU time is not the hub's. A worker talks to the coordinator over
+a pipe: it reports ``("ready", ...)``, waits for ``("go", t0)`` (a ``time.monotonic``
+instant: the clock is system-wide on Linux), and reports its results at the end.
+
+- :func:`sub_worker`: ``count`` subscribers to ``**``, each keeping a mirror
+  (key -> version) and the monotonic arrival time of each key's current version.
+  In fan-out mode it then waits for ``("final", {key: version})`` and reports when
+  each mirror equalled that final state. In latency mode every delta value carries
+  ``t`` (``time.time_ns()`` at send) and the worker reports a latency histogram.
+- :func:`writer_worker`: the ``writer`` client, owner of ``app.writer.*``: either
+  as fast as the hub accepts with a window of un-acknowledged ``set`` requests, or
+  paced at a fixed rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from .common import (
+    Histogram,
+    SnapEntry,
+    connect,
+    encode,
+    pipe_recv,
+    run_loop,
+    send_text,
+)
+
+BIN_S = 0.1  # delivered-delta counters are kept in bins of 100 ms after "go"
+MAX_BINS = 1200
+
+WRITER = "writer"
+
+
+def writer_keys(n: int) -> list[str]:
+    return [f"app.{WRITER}.btn.{i:04d}" for i in range(n)]
+
+
+# --- decoding (typed, so that clients stay cheap) ---------------------------------------
+
+
+class _TVal(msgspec.Struct):
+    t: int = 0
+
+
+class _Msg(msgspec.Struct):
+    op: str
+    key: str = ""
+    version: int = 0
+    entries: list[SnapEntry] | None = None
+    done: bool = True
+
+
+class _LMsg(msgspec.Struct):
+    op: str
+    key: str = ""
+    version: int = 0
+    value: _TVal | None = None
+    entries: list[SnapEntry] | None = None
+    done: bool = True
+
+
+class _Res(msgspec.Struct):
+    version: int = 0
+    rev: int = 0
+
+
+class _WMsg(msgspec.Struct):
+    op: str
+    id: int | str | None = None
+    ok: bool = True
+    result: _Res | None = None
+    error: Any = None
+
+
+def _decoder(t: type) -> Any:
+    one = msgspec.json.Decoder(t).decode
+    many = msgspec.json.Decoder(list[t]).decode  # type: ignore[valid-type]
+
+    def decode(data: bytes) -> Any:
+        return many(data) if data[:1] == b"[" else [one(data)]
+
+    return decode
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+class _Sub:
+    __slots__ = ("at", "bins", "hist", "n", "name", "t0", "ver", "violations", "warm_ns", "ws")
+
+    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.name = name
+        self.ws = ws
+        self.ver: dict[str, int] = {}
+        self.at: dict[str, float] = {}
+        self.n = 0
+        self.violations = 0
+        self.bins = [0] * MAX_BINS
+        self.t0 = 0.0
+        self.warm_ns = 0
+        self.hist: Histogram | None = None
+
+
+async def _subscribe(sub: _Sub, decode: Any) -> None:
+    await send_text(
+        sub.ws, encode({"op": "subscribe", "id": "s", "sub": "all", "patterns": ["**"]})
+    )
+    while True:
+        msg = await sub.ws.receive()
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            raise RuntimeError(f"{sub.name}: connection ended during snapshot ({msg.type})")
+        now = time.monotonic()
+        for m in decode(msg.data):
+            if m.op == "snapshot":
+                for e in m.entries:
+                    sub.ver[e.key] = e.version
+                    sub.at[e.key] = now
+                if m.done:
+                    return
+            elif m.op == "delta":
+                sub.ver[m.key] = m.version
+                sub.at[m.key] = now
+
+
+async def _read_fanout(sub: _Sub, decode: Any) -> None:
+    ws = sub.ws
+    ver = sub.ver
+    at = sub.at
+    mono = time.monotonic
+    text = aiohttp.WSMsgType.TEXT
+    while True:
+        msg = await ws.receive()
+        if msg.type is not text:
+            return
+        now = mono()
+        n = 0
+        for m in decode(msg.data):
+            if m.op == "delta":
+                key = m.key
+                if m.version < ver.get(key, 0):
+                    sub.violations += 1
+                ver[key] = m.version
+                at[key] = now
+                n += 1
+        if n and sub.t0:
+            sub.n += n
+            i = int((now - sub.t0) / BIN_S)
+            if 0 <= i < MAX_BINS:
+                sub.bins[i] += n
+
+
+async def _read_latency(sub: _Sub, decode: Any) -> None:
+    ws = sub.ws
+    ver = sub.ver
+    mono = time.monotonic
+    clock_ns = time.time_ns
+    text = aiohttp.WSMsgType.TEXT
+    while True:
+        msg = await ws.receive()
+        if msg.type is not text:
+            return
+        now_ns = clock_ns()
+        now = mono()
+        hist = sub.hist
+        record = hist is not None and now_ns >= sub.warm_ns
+        n = 0
+        for m in decode(msg.data):
+            if m.op == "delta":
+                key = m.key
+                if m.version < ver.get(key, 0):
+                    sub.violations += 1
+                ver[key] = m.version
+                n += 1
+                if record and m.value is not None and m.value.t:
+                    hist.add((now_ns - m.value.t) / 1000)  # type: ignore[union-attr]
+        if n and sub.t0:
+            sub.n += n
+            i = int((now - sub.t0) / BIN_S)
+            if 0 <= i < MAX_BINS:
+                sub.bins[i] += n
+
+
+def sub_worker(conn: Any, url: str, first: int, count: int, mode: str) -> None:
+    run_loop(_sub_main(conn, url, first, count, mode))
+
+
+async def _sub_main(conn: Any, url: str, first: int, count: int, mode: str) -> None:
+    decode = _decoder(_LMsg if mode == "latency" else _Msg)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        subs: list[_Sub] = []
+        for i in range(first, first + count):
+            name = f"sub{i:03d}"
+            ws, _ = await connect(session, url, name)
+            subs.append(_Sub(name, ws))
+        await asyncio.gather(*(_subscribe(s, decode) for s in subs))
+        reader = _read_latency if mode == "latency" else _read_fanout
+        tasks = [asyncio.create_task(reader(s, decode)) for s in subs]
+        conn.send(("ready", count))
+        cmd, t0, warm_ns = await pipe_recv(conn)
+        assert cmd == "go"
+        for s in subs:
+            s.t0 = t0
+            s.warm_ns = warm_ns
+            if mode == "latency":
+                s.hist = Histogram()
+        cmd, final, timeout = await pipe_recv(conn)
+        assert cmd == "final"
+        deadline = time.monotonic() + timeout
+        pending = list(subs)
+        converged: dict[str, float] = {}
+        while pending and time.monotonic() < deadline:
+            still = []
+            for s in pending:
+                ver = s.ver
+                if all(ver.get(k) == v for k, v in final.items()):
+                    converged[s.name] = max(s.at.get(k, 0.0) for k in final) if s.at else 0.0
+                else:
+                    still.append(s)
+            pending = still
+            if pending:
+                await asyncio.sleep(0.005)
+        if mode == "latency":
+            # the latency reader does not keep arrival times; convergence is "by now"
+            now = time.monotonic()
+            converged = {k: now for k in converged}
+        hist = Histogram()
+        for s in subs:
+            if s.hist is not None:
+                hist.merge(s.hist.bins)
+        report = {
+            "subs": [
+                {
+                    "name": s.name,
+                    "deltas": s.n,
+                    "bins": s.bins,
+                    "violations": s.violations,
+                    "converged_at": converged.get(s.name),
+                    "missing": 0
+                    if s.name in converged
+                    else sum(1 for k, v in final.items() if s.ver.get(k) != v),
+                }
+                for s in subs
+            ],
+            "hist": hist.bins if mode == "latency" else None,
+            "hist_res_us": hist.res,
+        }
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in subs:
+            await s.ws.close()
+    conn.send(("report", report))
+
+
+# --- the writer ------------------------------------------------------------------------------
+
+
+def writer_worker(conn: Any, url: str, n_keys: int, mode: str, params: dict[str, Any]) -> None:
+    run_loop(_writer_main(conn, url, n_keys, mode, params))
+
+
+async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict[str, Any]) -> None:
+    keys = writer_keys(n_keys)
+    decode = _decoder(_WMsg)
+    async with aiohttp.ClientSession() as session:
+        ws, _ = await connect(session, url, WRITER)
+        st: dict[str, Any] = {
+            "acked": 0,
+            "errors": 0,
+            "first_error": None,
+            "last_ack": 0.0,
+            "max_rev": 0,
+            "max_inflight": 0,
+        }
+        final: dict[str, int] = {}
+        room = asyncio.Event()
+        all_acked = asyncio.Event()
+        sent_box = [0]
+
+        async def read() -> None:
+            text = aiohttp.WSMsgType.TEXT
+            while True:
+                msg = await ws.receive()
+                if msg.type is not text:
+                    return
+                now = time.monotonic()
+                for m in decode(msg.data):
+                    if m.op != "result":
+                        continue
+                    if m.ok and m.result is not None:
+                        st["acked"] += 1
+                        final[keys[m.id % n_keys]] = m.result.version
+                        st["max_rev"] = max(st["max_rev"], m.result.rev)
+                    else:
+                        st["errors"] += 1
+                        st["first_error"] = st["first_error"] or repr(m.error)
+                st["last_ack"] = now
+                room.set()
+                if st["acked"] + st["errors"] >= sent_box[0]:
+                    all_acked.set()
+
+        reader = asyncio.create_task(read())
+        conn.send(("ready", 0))
+        cmd, t0, _warm = await pipe_recv(conn)
+        assert cmd == "go"
+        await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+        duration = params["duration"]
+        t_start = time.monotonic()
+        end = t_start + duration
+        seq = 0
+        frames = 0
+        if mode == "window":
+            window = params["window"]
+            per_frame = params["per_frame"]
+            while True:
+                inflight = seq - st["acked"] - st["errors"]
+                st["max_inflight"] = max(st["max_inflight"], inflight)
+                if inflight >= window:
+                    room.clear()
+                    await room.wait()
+                    if time.monotonic() >= end:
+                        break
+                    continue
+                if time.monotonic() >= end:
+                    break
+                k = min(window - inflight, per_frame)
+                msgs = []
+                for _ in range(k):
+                    msgs.append(
+                        {
+                            "op": "set",
+                            "id": seq,
+                            "key": keys[seq % n_keys],
+                            "value": {"text": f"CAM {seq % 1000}", "bg": "#ff0000", "n": seq},
+                        }
+                    )
+                    seq += 1
+                sent_box[0] = seq
+                await send_text(ws, encode(msgs[0] if k == 1 else msgs))
+                frames += 1
+        else:  # paced: ``rate`` writes/s, sent every ``tick`` s with what is due
+            rate = params["rate"]
+            tick = params["tick"]
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                due = int((now - t_start) * rate)
+                if due > seq:
+                    msgs = []
+                    tns = time.time_ns()
+                    while seq < due:
+                        msgs.append(
+                            {
+                                "op": "set",
+                                "id": seq,
+                                "key": keys[seq % n_keys],
+                                "value": {"text": f"CAM {seq % 1000}", "n": seq, "t": tns},
+                            }
+                        )
+                        seq += 1
+                    sent_box[0] = seq
+                    await send_text(ws, encode(msgs[0] if len(msgs) == 1 else msgs))
+                    frames += 1
+                    st["max_inflight"] = max(st["max_inflight"], seq - st["acked"] - st["errors"])
+                await asyncio.sleep(tick)
+        t_stop = time.monotonic()
+        sent_box[0] = seq
+        if st["acked"] + st["errors"] < seq:
+            all_acked.clear()
+            try:
+                await asyncio.wait_for(all_acked.wait(), 30)
+            except TimeoutError:
+                pass
+        report = {
+            "sent": seq,
+            "frames": frames,
+            "t_start": t_start,
+            "t_stop_sending": t_stop,
+            "final": final,
+            **st,
+        }
+        conn.send(("report", report))
+        # stay connected until told: closing would mark every key stale (1 more delta each)
+        await pipe_recv(conn)
+        reader.cancel()
+        await ws.close()
