@@ -23,7 +23,7 @@ import json
 import statistics
 import sys
 import timeit
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 import orjson
@@ -84,11 +84,39 @@ class Claim(msgspec.Struct, tag_field="op", tag="claim"):
     ttl: float | None = None
 
 
-Inbound = Union[Set, Patch, Get, Delete, Subscribe, Unsubscribe, Snapshot, Hello, Ping, Claim]
+Inbound = Set | Patch | Get | Delete | Subscribe | Unsubscribe | Snapshot | Hello | Ping | Claim
 DECODER = msgspec.json.Decoder(Inbound)
 
-OPS = frozenset({"set", "patch", "get", "delete", "subscribe", "unsubscribe", "snapshot",
-                 "hello", "ping", "claim"})
+
+class SetRaw(msgspec.Struct, tag_field="op", tag="set"):
+    """Variant: keep the value as its raw JSON bytes (for caching / splicing later).
+    Caveat: msgspec checks the Raw span is well-formed JSON, but keeps the client's
+    whitespace verbatim and (observed with 0.22.0) does not reject invalid UTF-8
+    inside strings, so it is not a drop-in source of canonical pre-encoded bytes."""
+
+    id: str
+    key: str
+    value: msgspec.Raw
+
+
+DECODER_RAW = msgspec.json.Decoder(
+    SetRaw | Patch | Get | Delete | Subscribe | Unsubscribe | Snapshot | Hello | Ping | Claim
+)
+
+OPS = frozenset(
+    {
+        "set",
+        "patch",
+        "get",
+        "delete",
+        "subscribe",
+        "unsubscribe",
+        "snapshot",
+        "hello",
+        "ping",
+        "claim",
+    }
+)
 KEYED = frozenset({"set", "patch", "get", "delete", "claim"})
 VALUED = frozenset({"set", "patch"})
 
@@ -125,7 +153,9 @@ class Delta(msgspec.Struct, tag_field="op", tag="delta"):
     ts: int
 
 
-MSG = b'{"op":"set","id":"5","key":"app.tally.status","value":{"text":"CAM 1","bg":"#ff0000","n":12}}'
+MSG = (
+    b'{"op":"set","id":"5","key":"app.tally.status","value":{"text":"CAM 1","bg":"#ff0000","n":12}}'
+)
 KEY = "app.tally.status"
 VALUE = {"text": "CAM 1", "bg": "#ff0000", "n": 12}
 VALUE_BYTES = orjson.dumps(VALUE)  # what the store would cache next to the value
@@ -140,43 +170,80 @@ COMPACT = (",", ":")
 STD_ENC = json.JSONEncoder(separators=COMPACT, ensure_ascii=False).encode
 
 # A larger value (~1 KiB) to show how the splice/re-encode gap scales with value size.
-LARGE_VALUE = {"rows": [{"cam": i, "label": f"CAM {i}", "tally": "pgm" if i == 1 else "off",
-                         "bg": "#ff0000", "fg": "#ffffff", "n": i * 7} for i in range(1, 11)]}
+LARGE_VALUE = {
+    "rows": [
+        {
+            "cam": i,
+            "label": f"CAM {i}",
+            "tally": "pgm" if i == 1 else "off",
+            "bg": "#ff0000",
+            "fg": "#ffffff",
+            "n": i * 7,
+        }
+        for i in range(1, 11)
+    ]
+}
 
 G = dict(
-    json=json, orjson=orjson, msgspec=msgspec, DECODER=DECODER, hand_validate=hand_validate,
-    MSG=MSG, KEY=KEY, VALUE=VALUE, VALUE_BYTES=VALUE_BYTES, VERSION=VERSION, REV=REV,
-    STALE=STALE, TS=TS, TEMPLATE=TEMPLATE, ENC=ENC, Delta=Delta, COMPACT=COMPACT,
+    json=json,
+    orjson=orjson,
+    msgspec=msgspec,
+    DECODER=DECODER,
+    hand_validate=hand_validate,
+    DECODER_RAW=DECODER_RAW,
+    MSG=MSG,
+    KEY=KEY,
+    VALUE=VALUE,
+    VALUE_BYTES=VALUE_BYTES,
+    VERSION=VERSION,
+    REV=REV,
+    STALE=STALE,
+    TS=TS,
+    TEMPLATE=TEMPLATE,
+    ENC=ENC,
+    Delta=Delta,
+    COMPACT=COMPACT,
     STD_ENC=STD_ENC,
-    Fragment=orjson.Fragment, Raw=msgspec.Raw,
+    Fragment=orjson.Fragment,
+    Raw=msgspec.Raw,
 )
 
 DECODE_CASES = [
     ("json.loads + hand validation", "hand_validate(json.loads(MSG))"),
     ("orjson.loads + hand validation", "hand_validate(orjson.loads(MSG))"),
-    ("msgspec.json.decode (untyped) + hand validation",
-     "hand_validate(msgspec.json.decode(MSG))"),
+    ("msgspec.json.decode (untyped) + hand validation", "hand_validate(msgspec.json.decode(MSG))"),
     ("msgspec Decoder(tagged union of 10 Structs)", "DECODER.decode(MSG)"),
+    ("msgspec Decoder(same union, Set.value: msgspec.Raw)", "DECODER_RAW.decode(MSG)"),
 ]
 
-_DICT = ('{"op": "delta", "key": KEY, "value": VALUE, "version": VERSION, "rev": REV, '
-         '"stale": STALE, "ts": TS}')
+_DICT = (
+    '{"op": "delta", "key": KEY, "value": VALUE, "version": VERSION, "rev": REV, '
+    '"stale": STALE, "ts": TS}'
+)
 _DICT_FRAG = _DICT.replace('"value": VALUE', '"value": Fragment(VALUE_BYTES)')
 _DICT_RAW = _DICT.replace('"value": VALUE', '"value": Raw(VALUE_BYTES)')
 ENCODE_CASES = [
     ("json: reused JSONEncoder(compact).encode(dict).encode()", f"STD_ENC({_DICT}).encode()"),
-    ("json.dumps(dict, separators=compact).encode()",
-     f"json.dumps({_DICT}, separators=COMPACT).encode()"),
+    (
+        "json.dumps(dict, separators=compact).encode()",
+        f"json.dumps({_DICT}, separators=COMPACT).encode()",
+    ),
     ("json.dumps(dict).encode() (default separators)", f"json.dumps({_DICT}).encode()"),
     ("orjson.dumps(dict)", f"orjson.dumps({_DICT})"),
     ("msgspec Encoder.encode(dict)", f"ENC.encode({_DICT})"),
-    ("msgspec Encoder.encode(Delta Struct)",
-     "ENC.encode(Delta(KEY, VALUE, VERSION, REV, STALE, TS))"),
+    (
+        "msgspec Encoder.encode(Delta Struct)",
+        "ENC.encode(Delta(KEY, VALUE, VERSION, REV, STALE, TS))",
+    ),
     ("orjson.dumps(dict with orjson.Fragment(cached value bytes))", f"orjson.dumps({_DICT_FRAG})"),
-    ("msgspec Encoder.encode(dict with msgspec.Raw(cached value bytes))",
-     f"ENC.encode({_DICT_RAW})"),
-    ("bytes %-template with cached value bytes",
-     'TEMPLATE % (KEY.encode(), VALUE_BYTES, VERSION, REV, b"true" if STALE else b"false", TS)'),
+    (
+        "msgspec Encoder.encode(dict with msgspec.Raw(cached value bytes))",
+        f"ENC.encode({_DICT_RAW})",
+    ),
+    (
+        "bytes %-template with cached value bytes",
+        'TEMPLATE % (KEY.encode(), VALUE_BYTES, VERSION, REV, b"true" if STALE else b"false", TS)',
+    ),
 ]
 
 
@@ -185,9 +252,13 @@ def check() -> None:
     expected_in = json.loads(MSG)
     for name, stmt in DECODE_CASES:
         out = eval(stmt, G)
-        got = msgspec.to_builtins(out) if isinstance(out, msgspec.Struct) else out
         if isinstance(out, msgspec.Struct):
-            got = {"op": type(out).__struct_config__.tag, **got}
+            got = {"op": type(out).__struct_config__.tag}
+            for f in out.__struct_fields__:
+                v = getattr(out, f)
+                got[f] = json.loads(bytes(v)) if isinstance(v, msgspec.Raw) else v
+        else:
+            got = out
         assert got == expected_in, (name, got)
     ref = orjson.dumps(eval(_DICT, G))
     for name, stmt in ENCODE_CASES:
@@ -197,8 +268,11 @@ def check() -> None:
         if "default separators" not in name:
             assert out == ref, (name, out, ref)  # byte-identical, same key order
     # the decoder must actually reject bad input
-    for bad in (b'{"op":"set","id":5,"key":"k","value":1}', b'{"op":"nope","id":"1"}',
-                b'{"op":"get","id":"1"}'):
+    for bad in (
+        b'{"op":"set","id":5,"key":"k","value":1}',
+        b'{"op":"nope","id":"1"}',
+        b'{"op":"get","id":"1"}',
+    ):
         try:
             DECODER.decode(bad)
         except msgspec.ValidationError:
@@ -223,8 +297,12 @@ def calibrate(stmt: str, target: float) -> int:
         n *= 4
 
 
-def bench(cases: list[tuple[str, str]], rounds: int, target: float) -> list[tuple[str, list[float], list[float]]]:
-    timers = [(name, timeit.Timer(stmt, globals=G), calibrate(stmt, target)) for name, stmt in cases]
+def bench(
+    cases: list[tuple[str, str]], rounds: int, target: float
+) -> list[tuple[str, list[float], list[float]]]:
+    timers = [
+        (name, timeit.Timer(stmt, globals=G), calibrate(stmt, target)) for name, stmt in cases
+    ]
     per_case: dict[str, list[float]] = {name: [] for name, _, _ in timers}
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in timers}
     for r in range(rounds):
@@ -235,8 +313,8 @@ def bench(cases: list[tuple[str, str]], rounds: int, target: float) -> list[tupl
             this_round[name] = t.timeit(n) / n * 1e9
             per_case[name].append(this_round[name])
         ref = this_round[timers[0][0]]
-        for name in this_round:
-            ratios[name].append(this_round[name] / ref)
+        for name, ns in this_round.items():
+            ratios[name].append(ns / ref)
     return [(name, per_case[name], ratios[name]) for name, _, _ in timers]
 
 
@@ -245,30 +323,41 @@ def table(title: str, rows, ref_name: str) -> None:
     print(f"| case | ns/op (median) | min..max over rounds | vs {ref_name} |")
     print("|---|---:|---:|---:|")
     for name, xs, rs in rows:
-        print(f"| {name} | {statistics.median(xs):,.0f} | {min(xs):,.0f}..{max(xs):,.0f} "
-              f"| {statistics.median(rs):.2f}x |")
+        print(
+            f"| {name} | {statistics.median(xs):,.0f} | {min(xs):,.0f}..{max(xs):,.0f} "
+            f"| {statistics.median(rs):.2f}x |"
+        )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--target", type=float, default=0.25, help="seconds per measurement")
     args = p.parse_args()
     check()
-    print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}, msgspec "
-          f"{msgspec.__version__}; {args.rounds} interleaved rounds, ~{args.target}s each",
-          file=sys.stderr)
+    print(
+        f"python {sys.version.split()[0]}, orjson {orjson.__version__}, msgspec "
+        f"{msgspec.__version__}; {args.rounds} interleaved rounds, ~{args.target}s each",
+        file=sys.stderr,
+    )
     dec = bench(DECODE_CASES, args.rounds, args.target)
     enc = bench(ENCODE_CASES, args.rounds, args.target)
     loop_ns = statistics.median(timeit.Timer("pass").repeat(5, 10**6)) / 10**6 * 1e9
     table(f"Decode + validate one inbound `set` message ({len(MSG)} B)", dec, "json")
-    table(f"Encode one outbound delta (value {len(VALUE_BYTES)} B, message "
-          f"{len(eval(ENCODE_CASES[-1][1], G))} B)", enc, "json")
+    table(
+        f"Encode one outbound delta (value {len(VALUE_BYTES)} B, message "
+        f"{len(eval(ENCODE_CASES[-1][1], G))} B)",
+        enc,
+        "json",
+    )
     G["VALUE"], G["VALUE_BYTES"] = LARGE_VALUE, orjson.dumps(LARGE_VALUE)
     check()
     enc_l = bench(ENCODE_CASES, args.rounds, args.target)
-    table(f"Encode one outbound delta, larger value (value {len(G['VALUE_BYTES'])} B)", enc_l,
-          "json")
+    table(
+        f"Encode one outbound delta, larger value (value {len(G['VALUE_BYTES'])} B)", enc_l, "json"
+    )
     print(f"\n(empty timeit loop overhead: {loop_ns:.1f} ns/op, included in every row)")
 
 

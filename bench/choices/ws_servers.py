@@ -40,7 +40,7 @@ import sys
 import time
 
 HOST = "127.0.0.1"
-DEFAULT_VARIANTS = "aiohttp,websockets,picows"
+DEFAULT_VARIANTS = "aiohttp,websockets,picows,picows+aiofastnet"
 REFERENCE = "aiohttp"
 
 
@@ -160,7 +160,7 @@ async def start_aiohttp(hub: Hub, args: argparse.Namespace):
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
-    return runner.addresses[0][1], runner.cleanup
+    return runner.addresses[0][1], runner
 
 
 async def start_websockets(hub: Hub, args: argparse.Namespace):
@@ -198,11 +198,7 @@ async def start_websockets(hub: Hub, args: argparse.Namespace):
         max_size=2**20,
     )
 
-    async def stop() -> None:
-        server.close()
-        await server.wait_closed()
-
-    return server.sockets[0].getsockname()[1], stop
+    return server.sockets[0].getsockname()[1], server
 
 
 async def start_picows(hub: Hub, args: argparse.Namespace, aiofastnet: bool):
@@ -259,10 +255,7 @@ async def start_picows(hub: Hub, args: argparse.Namespace, aiofastnet: bool):
         use_aiofastnet=aiofastnet,
     )
 
-    async def stop() -> None:
-        server.close()
-
-    return server.sockets[0].getsockname()[1], stop
+    return server.sockets[0].getsockname()[1], server
 
 
 async def server_main(args: argparse.Namespace) -> dict:
@@ -271,19 +264,25 @@ async def server_main(args: argparse.Namespace) -> dict:
     n = args.clients if args.workload == "fanout" else args.messages
     hub = Hub(n)
     if lib == "aiohttp":
-        port, stop = await start_aiohttp(hub, args)
+        port, _keep = await start_aiohttp(hub, args)
     elif lib == "websockets":
-        port, stop = await start_websockets(hub, args)
+        port, _keep = await start_websockets(hub, args)
     elif lib == "picows":
-        port, stop = await start_picows(hub, args, aiofastnet="aiofastnet" in args.variant)
+        port, _keep = await start_picows(hub, args, aiofastnet="aiofastnet" in args.variant)
     else:
         raise SystemExit(f"unknown variant {args.variant}")
     print(f"READY {port}", flush=True)
     await asyncio.wait_for(hub.finished.wait(), args.timeout)
     r0, r1 = hub.r0, hub.r1
     user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-    res = {"wall": hub.t1 - hub.t0, "cpu": user + sys_, "user": user, "sys": sys_,
-           "maxrss_mb": r1.ru_maxrss / 1024}
+    res = {
+        "wall": hub.t1 - hub.t0,
+        "cpu": user + sys_,
+        "user": user,
+        "sys": sys_,
+        "maxrss_mb": r1.ru_maxrss / 1024,
+        "loop": type(asyncio.get_running_loop()).__module__,
+    }
     # Report and exit hard: graceful shutdown paths differ per library (aiohttp's
     # close() waits up to 10 s for a close frame the raw clients never send) and
     # are not part of the measurement.
@@ -367,7 +366,9 @@ class CountingClient(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc) -> None:
         if not self.done.done():
-            self.done.set_result(RuntimeError(f"lost after {self.got}/{self.expected} bytes: {exc}"))
+            self.done.set_result(
+                RuntimeError(f"lost after {self.got}/{self.expected} bytes: {exc}")
+            )
 
 
 async def fanout_client_main(args: argparse.Namespace) -> None:
@@ -446,12 +447,23 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
 
 def run_once(opts: argparse.Namespace, variant: str, workload: str) -> dict:
     py, me = sys.executable, os.path.abspath(__file__)
-    common = ["--frames", str(opts.frames), "--frame-bytes", str(opts.frame_bytes),
-              "--messages", str(opts.messages), "--clients", str(opts.clients),
-              "--timeout", str(opts.timeout)]
+    common = [
+        "--frames",
+        str(opts.frames),
+        "--frame-bytes",
+        str(opts.frame_bytes),
+        "--messages",
+        str(opts.messages),
+        "--clients",
+        str(opts.clients),
+        "--timeout",
+        str(opts.timeout),
+    ]
     srv = subprocess.Popen(
         [py, me, "--role", "server", "--variant", variant, "--workload", workload, *common],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = srv.stdout.readline()
@@ -465,18 +477,49 @@ def run_once(opts: argparse.Namespace, variant: str, workload: str) -> dict:
             per = [opts.clients // opts.client_procs] * opts.client_procs
             per[0] += opts.clients - sum(per)
             for n in per:
-                clients.append(subprocess.Popen(
-                    [py, me, "--role", "fanout-client", "--port", port, "--clients", str(n),
-                     "--expected", str(expected), "--frame-len", str(frame_len),
-                     "--timeout", str(opts.timeout)],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                ))
+                clients.append(
+                    subprocess.Popen(
+                        [
+                            py,
+                            me,
+                            "--role",
+                            "fanout-client",
+                            "--port",
+                            port,
+                            "--clients",
+                            str(n),
+                            "--expected",
+                            str(expected),
+                            "--frame-len",
+                            str(frame_len),
+                            "--timeout",
+                            str(opts.timeout),
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
         else:
-            clients.append(subprocess.Popen(
-                [py, me, "--role", "ingest-client", "--port", port,
-                 "--messages", str(opts.messages), "--timeout", str(opts.timeout)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))
+            clients.append(
+                subprocess.Popen(
+                    [
+                        py,
+                        me,
+                        "--role",
+                        "ingest-client",
+                        "--port",
+                        port,
+                        "--messages",
+                        str(opts.messages),
+                        "--timeout",
+                        str(opts.timeout),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         res = _result(srv, opts.timeout + 10)
         for c in clients:
             cres = _result(c, opts.timeout + 10)
@@ -494,10 +537,15 @@ def fmt(x: float, digits: int = 0) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default=DEFAULT_VARIANTS,
-                   help="comma list; lib[+uvloop|+aiofastnet] (picows only for aiofastnet). "
-                        f"First must be the reference. Default {DEFAULT_VARIANTS}")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma list; lib[+uvloop|+aiofastnet] (picows only for aiofastnet). "
+        f"First must be the reference. Default {DEFAULT_VARIANTS}",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--workloads", default="fanout,ingest")
     p.add_argument("--frames", type=int, default=4000, help="fan-out frames per client")
@@ -527,28 +575,39 @@ def main() -> None:
     frame_len = len(make_fanout_payload(args.frame_bytes))
     fan_mb = args.clients * args.frames * frame_len / 1e6
     t_start = time.monotonic()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, rounds={args.rounds}; "
-          f"fan-out {args.clients} clients x {args.frames} frames x {frame_len} B = {fan_mb:.0f} MB "
-          f"payload per run; ingest {args.messages} msgs of ~{len(make_set_message(0))} B",
-          file=sys.stderr)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, rounds={args.rounds}; "
+        f"fan-out {args.clients} clients x {args.frames} frames x {frame_len} B = {fan_mb:.0f} MB "
+        f"payload per run; ingest {args.messages} msgs of ~{len(make_set_message(0))} B",
+        file=sys.stderr,
+    )
     results: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.rounds):
-        order = variants[r % len(variants):] + variants[: r % len(variants)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for wl in workloads:
             for v in order:
                 res = run_once(args, v, wl)
                 results.setdefault((wl, v), []).append(res)
-                print(f"round {r + 1} {wl:6} {v:20} wall={res['wall']:.3f}s cpu={res['cpu']:.3f}s "
-                      f"(user {res['user']:.3f} sys {res['sys']:.3f}) rss={res['maxrss_mb']:.0f}MB",
-                      file=sys.stderr)
+                print(
+                    f"round {r + 1} {wl:6} {v:20} wall={res['wall']:.3f}s cpu={res['cpu']:.3f}s "
+                    f"(user {res['user']:.3f} sys {res['sys']:.3f}) rss={res['maxrss_mb']:.0f}MB "
+                    f"loop={res['loop']}",
+                    file=sys.stderr,
+                )
 
     ref = variants[0]
     if "fanout" in workloads:
-        print(f"\n### Fan-out: {args.clients} clients, {args.frames} x {frame_len} B text frames each "
-              f"({fan_mb:.0f} MB payload/run), median of {args.rounds}\n")
-        print(f"| server | delivered MB/s | server CPU s / 100 MB (user + sys) | CPU % of wall "
-              f"| peak RSS MB | MB/s vs {ref} | CPU/100MB vs {ref} |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"\n### Fan-out: {args.clients} clients, {args.frames} x {frame_len} B text frames each "
+            f"({fan_mb:.0f} MB payload/run), median of {args.rounds}\n"
+        )
+        print(
+            f"| server | delivered MB/s | server CPU s / 100 MB (user + sys) "
+            f"| user CPU us / frame | CPU % of wall | peak RSS MB | MB/s vs {ref} "
+            f"| CPU vs {ref} | user CPU vs {ref} |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        nframes_total = args.clients * args.frames
         base = results[("fanout", ref)]
         for v in variants:
             rs = results[("fanout", v)]
@@ -558,18 +617,33 @@ def main() -> None:
             sys_ = [x["sys"] / fan_mb * 100 for x in rs]
             rss = [x["maxrss_mb"] for x in rs]
             util = [x["cpu"] / x["wall"] * 100 for x in rs]
-            r_mbps = [(fan_mb / a["wall"]) / (fan_mb / b["wall"]) for a, b in zip(rs, base)]
-            r_cpu = [a["cpu"] / b["cpu"] for a, b in zip(rs, base)]
-            print(f"| {v} | {fmt(statistics.median(mbps))} | {statistics.median(cpu):.4f} "
-                  f"({statistics.median(user):.4f} + {statistics.median(sys_):.4f}) "
-                  f"| {statistics.median(util):.0f}% | {statistics.median(rss):.0f} "
-                  f"| {statistics.median(r_mbps):.2f}x "
-                  f"| {statistics.median(r_cpu):.2f}x |")
+            r_mbps = [
+                (fan_mb / a["wall"]) / (fan_mb / b["wall"]) for a, b in zip(rs, base, strict=True)
+            ]
+            r_cpu = [a["cpu"] / b["cpu"] for a, b in zip(rs, base, strict=True)]
+            r_user = [a["user"] / b["user"] for a, b in zip(rs, base, strict=True)]
+            us_frame = [x["user"] / nframes_total * 1e6 for x in rs]
+            print(
+                f"| {v} | {fmt(statistics.median(mbps))} | {statistics.median(cpu):.4f} "
+                f"({statistics.median(user):.4f} + {statistics.median(sys_):.4f}) "
+                f"| {statistics.median(us_frame):.2f} "
+                f"| {statistics.median(util):.0f}% | {statistics.median(rss):.0f} "
+                f"| {statistics.median(r_mbps):.2f}x "
+                f"| {statistics.median(r_cpu):.2f}x | {statistics.median(r_user):.2f}x |"
+            )
+        print(
+            "\nuser and sys medians are taken separately, so they need not add up exactly. "
+            "sys (kernel TCP send, loopback delivery) dominates and is noisy; "
+            "user CPU is the part the library controls."
+        )
     if "ingest" in workloads:
-        print(f"\n### Ingest: 1 client, {args.messages:,} pipelined ~{len(make_set_message(0))} B text "
-              f"frames, received as bytes, median of {args.rounds}\n")
+        print(
+            f"\n### Ingest: 1 client, {args.messages:,} pipelined ~{len(make_set_message(0))} B text "
+            f"frames, received as bytes, median of {args.rounds}\n"
+        )
         print(f"| server | msgs/s received | server CPU us / msg (user + sys) | msgs/s vs {ref} |")
         print("|---|---:|---:|---:|")
+
         base = results[("ingest", ref)]
         n = args.messages - 1
         for v in variants:
@@ -578,10 +652,12 @@ def main() -> None:
             cpu = [x["cpu"] / n * 1e6 for x in rs]
             user = [x["user"] / n * 1e6 for x in rs]
             sys_ = [x["sys"] / n * 1e6 for x in rs]
-            ratio = [b["wall"] / a["wall"] for a, b in zip(rs, base)]
-            print(f"| {v} | {fmt(statistics.median(rate))} | {statistics.median(cpu):.2f} "
-                  f"({statistics.median(user):.2f} + {statistics.median(sys_):.2f}) "
-                  f"| {statistics.median(ratio):.2f}x |")
+            ratio = [b["wall"] / a["wall"] for a, b in zip(rs, base, strict=True)]
+            print(
+                f"| {v} | {fmt(statistics.median(rate))} | {statistics.median(cpu):.2f} "
+                f"({statistics.median(user):.2f} + {statistics.median(sys_):.2f}) "
+                f"| {statistics.median(ratio):.2f}x |"
+            )
     print(f"\n(total bench time {time.monotonic() - t_start:.0f} s)", file=sys.stderr)
 
 

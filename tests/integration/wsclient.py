@@ -58,7 +58,9 @@ class Client:
             await self.ws.send_str(msgspec.json.encode(msg).decode())
 
     async def _pull(self, timeout: float) -> None:
-        m = await self.ws.receive(timeout=timeout)
+        # not receive(timeout=...): aiohttp restarts that timeout after every ping
+        async with asyncio.timeout(timeout):
+            m = await self.ws.receive()
         if m.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             self.inbox.extend(flatten(m.data))
         else:
@@ -116,7 +118,8 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            m = await self.ws.receive(timeout=max(0.01, deadline - loop.time()))
+            async with asyncio.timeout(max(0.01, deadline - loop.time())):
+                m = await self.ws.receive()
             if m.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSED,
