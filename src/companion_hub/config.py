@@ -42,16 +42,19 @@ class ConfigError(Exception):
     """The configuration is invalid; the message says which setting and why."""
 
 
+_D = Limits()
+
+
 class LimitsFile(msgspec.Struct, forbid_unknown_fields=True):
-    frame_bytes: int = Limits.frame_bytes
-    value_bytes: int = Limits.value_bytes
-    key_bytes: int = Limits.key_bytes
-    subscriptions: int = Limits.subscriptions
-    patterns_per_subscription: int = Limits.patterns_per_subscription
-    commands_in_flight: int = Limits.commands_in_flight
-    event_queue: int = Limits.event_queue
-    history_changes: int = Limits.history_changes
-    idempotency_keys_per_client: int = Limits.idempotency_keys_per_client
+    frame_bytes: int = _D.frame_bytes
+    value_bytes: int = _D.value_bytes
+    key_bytes: int = _D.key_bytes
+    subscriptions: int = _D.subscriptions
+    patterns_per_subscription: int = _D.patterns_per_subscription
+    commands_in_flight: int = _D.commands_in_flight
+    event_queue: int = _D.event_queue
+    history_changes: int = _D.history_changes
+    idempotency_keys_per_client: int = _D.idempotency_keys_per_client
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -35,16 +35,30 @@ def test_coalesces_and_moves_to_newest_place() -> None:
     assert q.last_rev == 3
 
 
-def test_notify_only_when_it_becomes_non_empty() -> None:
+def test_deltas_notify_only_when_the_queue_becomes_non_empty() -> None:
     calls = []
     q = DeliveryQueue(notify=lambda: calls.append(1))
     q.push_delta("a", d(1, "a"))
     q.push_delta("b", d(2, "b"))
-    q.push_control(b"r")
     assert calls == [1]
-    drain(q)
-    q.push_control(b"r2")
+    q.push_control(b"r")  # a reply always wakes the writer (the window may be closed)
     assert calls == [1, 1]
+    drain(q)
+    q.push_delta("c", d(3, "c"))
+    assert calls == [1, 1, 1]
+
+
+def test_replies_first_and_alone_when_the_window_is_closed() -> None:
+    q = DeliveryQueue()
+    q.push_delta("a", d(1, "a"))
+    q.push_control(b"SNAP", barrier_rev=1)
+    q.push_event(b"ev")
+    q.push_control(b"result")
+    assert q.take(1 << 20, dropped, stream=False) == [b"result"]
+    assert q.control_bytes == 0
+    assert q.take(1 << 20, dropped, stream=False) == []
+    rest = drain(q)
+    assert rest[1:] == [b"SNAP", b"ev"] and msgspec.json.decode(rest[0])["rev"] == 1
 
 
 def test_barrier_seals_pending_deltas_before_it() -> None:

@@ -7,10 +7,13 @@ batches from it whenever the socket can take more.
   a newer change to a key with a pending delta replaces it *and moves it to the
   end*, so the pending deltas stay in increasing revision order. Memory is
   bounded by the number of keys, whatever the update rate.
-- **Control messages** (results, snapshot chunks, progress) go to an ordered
-  outbox. A *barrier* message (snapshot, progress) first seals the pending deltas
-  into the outbox ahead of itself, so that no delta with a smaller revision can
-  arrive after a message that tells the client "you have everything up to rev N".
+- **Replies** (results, errors, commands for an owner) go to a priority queue that
+  is sent first and is never held back by the delivery window (see the server's
+  writer), so a client that pipelines requests always gets its answers.
+- **Barriers** (snapshots, progress, a subscribe's result) go to an ordered
+  outbox. A barrier first seals the pending deltas into the outbox ahead of
+  itself, so that no delta with a smaller revision can arrive after a message that
+  tells the client "you have everything up to rev N".
 - **Events** are not coalesced: a bounded queue that drops the oldest and reports
   how many were dropped before the next event that does get through.
 """
@@ -70,6 +73,7 @@ class DeliveryQueue:
         "_event_limit",
         "_events",
         "_outbox",
+        "_priority",
         "control_bytes",
         "dropped",
         "last_rev",
@@ -80,10 +84,11 @@ class DeliveryQueue:
     def __init__(self, event_limit: int = 1000, notify: Callable[[], None] = _noop) -> None:
         self.pending: dict[str, Delta] = {}
         self._outbox: deque[_Item] = deque()
+        self._priority: deque[bytes] = deque()
         self._events: deque[bytes] = deque()
         self._event_limit = max(1, event_limit)
         self.dropped = 0
-        self.control_bytes = 0  # bytes of control messages waiting (for back-pressure)
+        self.control_bytes = 0  # bytes of replies waiting (for back-pressure)
         self.last_rev = 0  # highest revision handed out by take() (deltas, barriers)
         self.notify = notify
 
@@ -100,16 +105,16 @@ class DeliveryQueue:
         pending[key] = delta
 
     def push_control(self, data: bytes, *, barrier_rev: int | None = None) -> None:
-        """Queue a control message. With ``barrier_rev``, pending deltas go first."""
-        was_empty = self.is_empty()
-        if barrier_rev is not None:
+        """Queue a reply (sent first), or with ``barrier_rev`` a barrier message that
+        comes after every delta queued so far and marks revision ``barrier_rev``."""
+        if barrier_rev is None:
+            self._priority.append(data)
+            self.control_bytes += len(data)
+        else:
             self._seal()
-        self._outbox.append(data)
-        self.control_bytes += len(data)
-        if barrier_rev is not None:
+            self._outbox.append(data)
             self._outbox.append(_Lazy(iter(()), barrier_rev))
-        if was_empty:
-            self.notify()
+        self.notify()
 
     def push_lazy(self, chunks: Iterator[bytes], rev: int) -> None:
         """Queue messages produced on demand (a big snapshot) as a barrier at ``rev``."""
@@ -137,11 +142,11 @@ class DeliveryQueue:
     # --- consumer -------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        return not (self.pending or self._outbox or self._events)
+        return not (self.pending or self._outbox or self._events or self._priority)
 
     def __len__(self) -> int:
         """Approximate number of waiting messages (sealed runs count their remainder)."""
-        n = len(self.pending) + len(self._events)
+        n = len(self.pending) + len(self._events) + len(self._priority)
         for item in self._outbox:
             if isinstance(item, _Run):
                 n += len(item.deltas) - item.pos
@@ -149,14 +154,25 @@ class DeliveryQueue:
                 n += 1
         return n
 
-    def take(self, max_bytes: int, dropped_notice: Callable[[int], bytes]) -> list[bytes]:
+    def take(
+        self, max_bytes: int, dropped_notice: Callable[[int], bytes], *, stream: bool = True
+    ) -> list[bytes]:
         """Up to about ``max_bytes`` of messages, in delivery order ([] when empty).
 
-        At least one message is returned when any is waiting, even if it alone is
-        larger than ``max_bytes``.
+        Replies come first. With ``stream=False`` (the connection's delivery window
+        is full) only replies are taken. At least one message is returned when any
+        may be taken, even if it alone is larger than ``max_bytes``.
         """
         out: list[bytes] = []
         size = 0
+        priority = self._priority
+        while priority and size < max_bytes:
+            reply = priority.popleft()
+            self.control_bytes -= len(reply)
+            out.append(reply)
+            size += len(reply)
+        if not stream:
+            return out
         outbox = self._outbox
         while size < max_bytes:
             if not outbox:
@@ -167,7 +183,6 @@ class DeliveryQueue:
             item = outbox[0]
             if isinstance(item, bytes):
                 outbox.popleft()
-                self.control_bytes -= len(item)
                 out.append(item)
                 size += len(item)
             elif isinstance(item, _Run):

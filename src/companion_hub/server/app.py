@@ -51,7 +51,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=lim.frame_bytes,
         compress=False,
         decode_text=False,
-        autoping=True,
+        autoping=False,  # the session answers pings and uses pongs as delivery acks
     )
     await ws.prepare(request)
     peer = request.transport.get_extra_info("peername") if request.transport else None

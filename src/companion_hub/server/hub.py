@@ -49,7 +49,10 @@ class HubConfig:
     grants: dict[str, list[str]] = field(default_factory=dict)
     # bytes per outgoing frame (the writer batches messages up to this size)
     frame_target_bytes: int = 64 * 1024
-    snapshot_chunk_bytes: int = 256 * 1024
+    snapshot_chunk_bytes: int = 64 * 1024
+    # Delivery window: at most this many bytes sent to a client and not yet
+    # confirmed by its pong; beyond it, deltas wait (and coalesce) in the hub.
+    delivery_window_bytes: int = 128 * 1024
 
 
 class Hub:

@@ -5,6 +5,15 @@ and handles each message synchronously against the hub; the *writer* drains the
 session's :class:`~companion_hub.core.delivery.DeliveryQueue` into batched frames
 whenever the socket can take more. A client that stops reading therefore only
 lets its own queue coalesce; it never slows the hub or other clients.
+
+Delivery window: the writer keeps at most ``delivery_window_bytes`` sent but not
+yet confirmed by the client. It sends a WebSocket ping carrying the byte offset
+every quarter window; the client's pong (which it can only send after reading
+everything before the ping) confirms that offset. Without this, a client slower
+than the hub would have megabytes of superseded deltas waiting in kernel socket
+buffers (loopback autotunes them to tens of MB), and would converge seconds
+after the writes stop; with it, the backlog stays in the coalescing queue, where
+it is at most one delta per key. Replies are exempt from the window.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +75,11 @@ class Session:
         self._room.set()
         self.queue = DeliveryQueue(hub.limits.event_queue, notify=self._wake.set)
         self._writer_task: asyncio.Task[None] | None = None
+        # delivery window accounting (bytes)
+        self._sent = 0
+        self._acked = 0
+        self._pinged = 0
+        self._pings: deque[tuple[bytes, int]] = deque()
 
     def __repr__(self) -> str:
         return f"<Session {self.client or '?'} {self.session_id}>"
@@ -241,6 +256,12 @@ class Session:
                     continue
                 for item in items:
                     self._handle(item)
+            elif t is WSMsgType.PONG:
+                self._on_pong(msg.data)
+                continue
+            elif t is WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
             elif t is WSMsgType.BINARY:
                 self._send(
                     wire.error(
@@ -266,14 +287,27 @@ class Session:
     def _send(self, data: bytes) -> None:
         self.queue.push_control(data)
 
+    def _on_pong(self, payload: bytes) -> None:
+        pings = self._pings
+        while pings:
+            data, offset = pings.popleft()
+            if data == payload:
+                self._acked = offset
+                self._wake.set()
+                return
+        # not one of ours (e.g. the heartbeat's): nothing to confirm
+
     async def _writer(self) -> None:
         q = self.queue
         ws = self.ws
-        target = self.hub.config.frame_target_bytes
+        config = self.hub.config
+        target = config.frame_target_bytes
+        window = config.delivery_window_bytes
+        ping_every = max(1, window // 4)
         wake = self._wake
         try:
             while True:
-                msgs = q.take(target, wire.dropped)
+                msgs = q.take(target, wire.dropped, stream=self._sent - self._acked < window)
                 if not msgs:
                     if not self._room.is_set():
                         self._room.set()
@@ -282,8 +316,15 @@ class Session:
                     continue
                 if not self._room.is_set() and q.control_bytes < CONTROL_BACKLOG_BYTES // 2:
                     self._room.set()
-                await ws.send_frame(wire.batch(msgs), WSMsgType.TEXT)
+                frame = wire.batch(msgs)
+                await ws.send_frame(frame, WSMsgType.TEXT)
+                self._sent += len(frame)
                 self.last_send_ms = now_ms()
+                if self._sent - self._pinged >= ping_every:
+                    self._pinged = self._sent
+                    payload = b"d%d" % self._sent
+                    self._pings.append((payload, self._sent))
+                    await ws.ping(payload)
         except asyncio.CancelledError:
             raise
         except (ConnectionError, RuntimeError) as exc:
