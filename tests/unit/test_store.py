@@ -132,8 +132,9 @@ def test_stale_and_fresh_again(h: StoreHarness) -> None:
 
 def test_sync_deletes_what_was_not_written(h: StoreHarness) -> None:
     for k in ("x", "y", "z"):
-        h.set(A, f"app.a.{k}", 1)
-    deleted = h.store.sync("app.a", {"app.a.y"})
+        h.store.set(A, f"app.a.{k}", b"1", 1, epoch=1)
+    h.store.set(A, "app.a.y", b"1", 1, epoch=2)  # an equal-value write counts
+    deleted = h.store.sync("app.a", 2)
     assert sorted(r.key for r in deleted) == ["app.a.x", "app.a.z"]
     assert h.store.get("app.a.y") is not None
     assert h.store.get("app.a.x") is None

@@ -27,6 +27,7 @@ VALUES = st.one_of(
     st.lists(st.integers(0, 2), max_size=2),
     st.dictionaries(st.sampled_from(["p", "q"]), st.integers(0, 2), max_size=2),
 )
+EPOCHS = st.integers(1, 3)
 OWNED = st.sets(st.sampled_from(NAMESPACES), max_size=3)
 
 
@@ -36,6 +37,7 @@ class ModelEntry:
     version: int
     rev: int
     stale: bool
+    wepoch: int = 0
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -54,9 +56,10 @@ class StoreModel(RuleBasedStateMachine):
     def _ns(self, key: str) -> str:
         return next(ns for ns in NAMESPACES if key.startswith(ns + "."))
 
-    def _model_set(self, key: str, value: Any) -> tuple[int, bool]:
+    def _model_set(self, key: str, value: Any, epoch: int) -> tuple[int, bool]:
         cur = self.entries.get(key)
         if cur is not None and json_equal(cur.value, value):
+            cur.wepoch = epoch
             if not cur.stale:
                 return cur.version, False
             self.rev += 1
@@ -64,7 +67,7 @@ class StoreModel(RuleBasedStateMachine):
             return cur.version, True
         self.rev += 1
         version = (cur.version if cur else self.last_version.get(key, 0)) + 1
-        self.entries[key] = ModelEntry(value, version, self.rev, False)
+        self.entries[key] = ModelEntry(value, version, self.rev, False, epoch)
         self.last_version[key] = version
         return version, True
 
@@ -74,17 +77,21 @@ class StoreModel(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------
     @rule(
-        owned=OWNED, key=st.sampled_from(KEYS), value=VALUES, expect=st.none() | st.integers(0, 4)
+        owned=OWNED,
+        key=st.sampled_from(KEYS),
+        value=VALUES,
+        expect=st.none() | st.integers(0, 4),
+        epoch=EPOCHS,
     )
-    def set(self, owned: set[str], key: str, value: Any, expect: int | None) -> None:
+    def set(self, owned: set[str], key: str, value: Any, expect: int | None, epoch: int) -> None:
         allowed = self._ns(key) in owned and self._expect_ok(key, expect)
         try:
-            r = self.h.set(owned, key, value, expect)
+            r = self.h.store.set(owned, key, msgspec.json.encode(value), value, expect, epoch)
         except HubError:
             assert not allowed
             return
         assert allowed
-        version, changed = self._model_set(key, value)
+        version, changed = self._model_set(key, value, epoch)
         assert (r.version, r.changed) == (version, changed)
 
     @rule(owned=OWNED, key=st.sampled_from(KEYS), expect=st.none() | st.integers(0, 4))
@@ -101,21 +108,25 @@ class StoreModel(RuleBasedStateMachine):
         self.last_version[key] = cur.version + 1
         assert r.version == cur.version + 1
 
-    @rule(owned=OWNED, batch=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=4))
-    def set_many(self, owned: set[str], batch: list[tuple[str, Any]]) -> None:
+    @rule(
+        owned=OWNED,
+        batch=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=4),
+        epoch=EPOCHS,
+    )
+    def set_many(self, owned: set[str], batch: list[tuple[str, Any]], epoch: int) -> None:
         keys = [k for k, _ in batch]
         allowed = len(set(keys)) == len(keys) and all(self._ns(k) in owned for k in keys)
         ops = [SetOp(k, msgspec.json.encode(v), v) for k, v in batch]
         before = self.h.store.rev
         try:
-            results = self.h.store.set_many(owned, ops)
+            results = self.h.store.set_many(owned, ops, epoch)
         except HubError:
             assert not allowed
             assert self.h.store.rev == before
             return
         assert allowed
         for (k, v), r in zip(batch, results, strict=True):
-            version, changed = self._model_set(k, v)
+            version, changed = self._model_set(k, v, epoch)
             assert (r.version, r.changed) == (version, changed)
         new_revs = [r.rev for r in results if r.changed]
         assert new_revs == list(range(before + 1, before + 1 + len(new_revs)))
@@ -135,10 +146,12 @@ class StoreModel(RuleBasedStateMachine):
             e.stale, e.rev = True, actual.rev
         self.rev += flipped
 
-    @rule(ns=st.sampled_from(NAMESPACES), keep=st.sets(st.sampled_from(KEYS)))
-    def sync(self, ns: str, keep: set[str]) -> None:
-        self.h.store.sync(ns, keep)
-        for k in [k for k in self.entries if self._ns(k) == ns and k not in keep]:
+    @rule(ns=st.sampled_from(NAMESPACES), epoch=EPOCHS)
+    def sync(self, ns: str, epoch: int) -> None:
+        deleted = self.h.store.sync(ns, epoch)
+        doomed = [k for k, e in self.entries.items() if self._ns(k) == ns and e.wepoch != epoch]
+        assert sorted(r.key for r in deleted) == sorted(doomed)
+        for k in doomed:
             cur = self.entries.pop(k)
             self.rev += 1
             self.last_version[k] = cur.version + 1

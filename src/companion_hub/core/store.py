@@ -17,6 +17,8 @@ from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from .errors import ErrorCode, HubError
 from .jsonvalue import json_equal
 from .keys import GLOBSTAR, STAR, Pattern, could_match_under, is_prefix_of
@@ -24,27 +26,23 @@ from .keys import GLOBSTAR, STAR, Pattern, could_match_under, is_prefix_of
 Decoder = Callable[[bytes], Any]
 
 
-class Entry:
-    """One key's current state. Immutable: a change creates a new Entry."""
+class Entry(msgspec.Struct, gc=False):
+    """One key's current state. Immutable once committed (a change creates a new
+    Entry), except ``wepoch``, which is not part of the wire format.
 
-    __slots__ = ("key", "owner", "raw", "rev", "stale", "ts", "version")
+    A msgspec Struct without GC tracking: the fields never form cycles, and at a
+    million keys the 16 bytes of GC header per entry matter.
+    """
 
-    def __init__(
-        self, key: str, raw: bytes, version: int, rev: int, owner: str, stale: bool, ts: int
-    ) -> None:
-        self.key = key
-        self.raw = raw
-        self.version = version
-        self.rev = rev
-        self.owner = owner
-        self.stale = stale
-        self.ts = ts
-
-    def __repr__(self) -> str:
-        return (
-            f"Entry({self.key!r}, {self.raw!r}, v{self.version}, r{self.rev}, "
-            f"{self.owner!r}, stale={self.stale}, ts={self.ts})"
-        )
+    key: str
+    raw: bytes  # canonical JSON of the value
+    version: int
+    rev: int
+    owner: str  # the namespace
+    stale: bool
+    ts: int
+    # write epoch: the session (or adapter run) that last wrote the key, for `sync`
+    wepoch: int = 0
 
 
 class Change:
@@ -128,7 +126,16 @@ class Store:
         self._history_limit = max(1, history_limit)
         self._hist: list[str] = []  # _hist[i] is the key changed at revision _hist_base + i
         self._hist_base = start_rev + 1
-        self._in_batch = False
+        self._last_ts = 0
+
+    def _now(self) -> int:
+        """The clock, reusing the previous int object while the millisecond is the same
+        (a bulk load of a million keys would otherwise hold a million equal ints)."""
+        t = self._clock_ms()
+        if t == self._last_ts:
+            return self._last_ts
+        self._last_ts = t
+        return t
 
     # --- namespaces -----------------------------------------------------------------
 
@@ -266,32 +273,43 @@ class Store:
         raw: bytes,
         value: Any,
         expect_version: int | None = None,
+        epoch: int = 0,
     ) -> WriteResult:
-        """Write ``key``. ``raw`` is the canonical encoding of ``value``."""
+        """Write ``key``. ``raw`` is the canonical encoding of ``value``; ``epoch``
+        identifies the writer's session for :meth:`sync`."""
         ns = self._owned_ns(key, owned)
         current = ns.entries.get(key)
         self._check_expect(key, current, expect_version)
-        return self._apply_set(ns, key, raw, value, current)
+        return self._apply_set(ns, key, raw, value, current, epoch)
 
     def _apply_set(
-        self, ns: Namespace, key: str, raw: bytes, value: Any, current: Entry | None
+        self,
+        ns: Namespace,
+        key: str,
+        raw: bytes,
+        value: Any,
+        current: Entry | None,
+        epoch: int,
     ) -> WriteResult:
         if current is not None and self._is_equal(current, raw, value):
             if not current.stale:
+                current.wepoch = epoch  # an equal write counts as written for sync
                 return WriteResult(key, current.version, current.rev, False)
             # an equal write clears the stale flag: new rev, same version and ts
-            entry = Entry(key, current.raw, current.version, 0, ns.name, False, current.ts)
+            entry = Entry(key, current.raw, current.version, 0, ns.name, False, current.ts, epoch)
         else:
             if current is not None:
                 version = current.version + 1
             else:
                 version = ns.tombstones.pop(key, 0) + 1
-            entry = Entry(key, raw, version, 0, ns.name, False, self._clock_ms())
+            entry = Entry(key, raw, version, 0, ns.name, False, self._now(), epoch)
         entry.rev = self.rev + 1
         rev = self._commit(ns, key, entry, entry.version)
         return WriteResult(key, entry.version, rev, True)
 
-    def set_many(self, owned: Container[str], ops: Sequence[SetOp]) -> list[WriteResult]:
+    def set_many(
+        self, owned: Container[str], ops: Sequence[SetOp], epoch: int = 0
+    ) -> list[WriteResult]:
         """Atomic batch: every entry is applied with consecutive revisions, or none."""
         checked: list[tuple[Namespace, SetOp]] = []
         seen: set[str] = set()
@@ -309,7 +327,7 @@ class Store:
                 raise HubError(e.code, f"entry {i}: {e.message}", details) from None
             checked.append((ns, op))
         return [
-            self._apply_set(ns, op.key, op.raw, op.value, ns.entries.get(op.key))
+            self._apply_set(ns, op.key, op.raw, op.value, ns.entries.get(op.key), epoch)
             for ns, op in checked
         ]
 
@@ -342,16 +360,17 @@ class Store:
             return 0
         flips = [e for e in ns.entries.values() if e.stale is not stale]
         for e in flips:
-            entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts)
+            entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts, e.wepoch)
             self._commit(ns, e.key, entry, e.version)
         return len(flips)
 
-    def sync(self, ns_name: str, written: Container[str]) -> list[WriteResult]:
-        """Delete every key of the namespace that is not in ``written``."""
+    def sync(self, ns_name: str, epoch: int) -> list[WriteResult]:
+        """Delete every key of the namespace not written with ``epoch`` (the owner's
+        current session) — equal-value writes included."""
         ns = self._namespaces.get(ns_name)
         if ns is None:
             return []
-        doomed = [e for k, e in ns.entries.items() if k not in written]
+        doomed = [e for e in ns.entries.values() if e.wepoch != epoch]
         return [self._apply_delete(ns, e) for e in doomed]
 
 

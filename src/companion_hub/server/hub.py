@@ -11,6 +11,7 @@ a change.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -74,6 +75,7 @@ class Hub:
         )
         self.sessions: dict[str, Session] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._epochs = itertools.count(1)
         self.store.add_listener(self._fan_out)
         self.store.register_namespace(HUB_NAMESPACE, HUB_NAMESPACE)
         self._hub_owned = frozenset({HUB_NAMESPACE})
@@ -123,6 +125,10 @@ class Hub:
             self.index.remove(p, queue)
             if events:
                 self.event_index.remove(p, queue)
+
+    def new_epoch(self) -> int:
+        """A fresh write epoch for a session or adapter run (see Store.sync)."""
+        return next(self._epochs)
 
     # --- the hub's own keys ---------------------------------------------------------
 

@@ -65,7 +65,7 @@ class Session:
         self.session_id = secrets.token_hex(8)
         self.client = ""
         self.owned: frozenset[str] = frozenset()
-        self.written: set[str] = set()
+        self.epoch = hub.new_epoch()  # marks the keys this connection writes (for sync)
         self.subs: dict[str, _Sub] = {}
         self.replaced = False
         self.resume_hub: str | None = None
@@ -494,8 +494,7 @@ class Session:
                     raise HubError(
                         e.code, f"entry {i}: {e.message}", {"index": i, "key": be.key}
                     ) from None
-            results = store.set_many(self.owned, ops)
-            self.written.update(op.key for op in ops)
+            results = store.set_many(self.owned, ops, self.epoch)
             self._send(
                 wire.result_ok(
                     msg.id,
@@ -511,8 +510,7 @@ class Session:
             raise HubError(ErrorCode.BAD_REQUEST, "missing 'key' (or 'entries')")
         key = check_key(msg.key, key_bytes)
         raw = self._value(msg.value, "")
-        r = store.set(self.owned, key, raw, msg.value, self._expect(msg.expect_version))
-        self.written.add(key)
+        r = store.set(self.owned, key, raw, msg.value, self._expect(msg.expect_version), self.epoch)
         self._send(
             b'{"op":"result","id":%b,"ok":true,"result":{"version":%d,"rev":%d}}'
             % (wire.encode(msg.id), r.version, r.rev)
@@ -521,14 +519,13 @@ class Session:
     def _on_delete(self, msg: m.Delete) -> None:
         key = check_key(msg.key, self.hub.limits.key_bytes)
         r = self.hub.store.delete(self.owned, key, self._expect(msg.expect_version))
-        self.written.discard(key)
         self._send(wire.result_ok(msg.id, {"version": r.version, "rev": r.rev}))
 
     def _on_sync(self, msg: m.Sync) -> None:
         store = self.hub.store
         deleted: list[str] = []
         for ns in sorted(self.owned):
-            deleted.extend(r.key for r in store.sync(ns, self.written))
+            deleted.extend(r.key for r in store.sync(ns, self.epoch))
         self._send(wire.result_ok(msg.id, {"deleted": len(deleted), "rev": store.rev}))
 
     def _on_publish(self, msg: m.Publish) -> None:
