@@ -38,7 +38,7 @@ async def test_stale_on_close_and_fresh_on_rewrite(hub: HubServer) -> None:
 
 async def test_stale_on_heartbeat_death(hub_factory) -> None:  # type: ignore[no-untyped-def]
     srv = await hub_factory(heartbeat_ms=200)
-    raw = await RawClient.connect("127.0.0.1", srv.port)
+    raw = await RawClient.connect("127.0.0.1", srv.port, answer_pings=False)
     raw.send({"op": "hello", "id": "1", "client": "mute"})
     raw.send({"op": "set", "id": "2", "key": "app.mute.k", "value": "on"})
     await raw.recv()

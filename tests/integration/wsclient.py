@@ -133,12 +133,17 @@ class Client:
 class RawClient:
     """A bare RFC 6455 client over asyncio streams that does only what it is told."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer_pings: bool
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.answer_pings = answer_pings
 
     @classmethod
-    async def connect(cls, host: str, port: int, limit: int = 2**16) -> RawClient:
+    async def connect(
+        cls, host: str, port: int, limit: int = 2**16, *, answer_pings: bool = True
+    ) -> RawClient:
         reader, writer = await asyncio.open_connection(host, port, limit=limit)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
@@ -150,7 +155,7 @@ class RawClient:
         )
         status = await reader.readuntil(b"\r\n\r\n")
         assert b" 101 " in status.split(b"\r\n")[0], status
-        return cls(reader, writer)
+        return cls(reader, writer, answer_pings)
 
     def send_frame(self, payload: bytes, opcode: int = 1) -> None:
         mask = os.urandom(4)
@@ -172,7 +177,7 @@ class RawClient:
         self.send_frame(msgspec.json.encode(msg))
 
     async def recv_frame(self, timeout: float = 5) -> tuple[int, bytes]:
-        """The next frame as (opcode, payload). Pings are NOT answered."""
+        """The next frame as (opcode, payload); pings are answered if ``answer_pings``."""
         async with asyncio.timeout(timeout):
             b1, b2 = await self.reader.readexactly(2)
             n = b2 & 0x7F
@@ -190,6 +195,8 @@ class RawClient:
                 return flatten(payload)
             if op == 8:
                 raise ConnectionError(f"closed: {payload[:2].hex()}")
+            if op == 9 and self.answer_pings:
+                self.send_frame(payload, opcode=10)
 
     def close(self) -> None:
         self.writer.close()
