@@ -1,0 +1,102 @@
+"""`companion-hub serve` as a user runs it: a real process, flags, config, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"hub exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+                return json.loads(r.read())
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("hub did not become ready")
+
+
+def test_serve_with_config_env_and_flags(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text('port = 1\nheartbeat_ms = 1234\nlog_format = "json"\n')
+    env = {**os.environ, "COMPANION_HUB_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "companion_hub", "serve", "--config", str(cfg), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = wait_ready(port, proc)
+        assert ready["status"] == "ok" and ready["rev"] >= 1
+
+        async def hello() -> dict:
+            import aiohttp
+
+            async with (
+                aiohttp.ClientSession() as s,
+                s.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws,
+            ):
+                await ws.send_str('{"op":"hello","id":"1","client":"probe"}')
+                return json.loads((await ws.receive()).data)
+
+        welcome = asyncio.run(hello())
+        assert welcome["heartbeat_ms"] == 1234  # from the file; the port came from the flag
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert "hub listening" in events and "shutting down" in events
+    assert any("development mode" in e for e in events)
+    assert "Task was destroyed" not in err
+
+
+def test_serve_rejects_bad_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text("heartbeat_ms = -5\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "companion_hub", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "heartbeat_ms -5: must be at least 50" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["--version"], "companion-hub 0."), (["serve", "--help"], "--log-level")],
+)
+def test_cli_help(argv: list[str], expected: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "companion_hub", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert expected in r.stdout

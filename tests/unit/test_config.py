@@ -1,0 +1,71 @@
+"""Configuration: file < environment < flags, and clear validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from companion_hub.config import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "hub.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults() -> None:
+    s = load_settings(env={})
+    assert (s.host, s.port, s.heartbeat_ms, s.log_level) == ("127.0.0.1", 8420, 10_000, "info")
+    cfg = s.hub_config()
+    assert cfg.limits.frame_bytes == 1 << 20 and cfg.limits.value_bytes == 256 * 1024
+
+
+def test_precedence_file_env_flags(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        'port = 9000\nhost = "0.0.0.0"\nheartbeat_ms = 2000\n[limits]\nvalue_bytes = 1000\n',
+    )
+    s = load_settings(p, env={})
+    assert (s.port, s.host, s.limits.value_bytes) == (9000, "0.0.0.0", 1000)
+    s = load_settings(p, env={"COMPANION_HUB_PORT": "9100"})
+    assert s.port == 9100 and s.host == "0.0.0.0"
+    s = load_settings(p, env={"COMPANION_HUB_PORT": "9100"}, overrides={"port": 9200, "host": None})
+    assert s.port == 9200 and s.host == "0.0.0.0"
+    assert s.hub_config().limits.value_bytes == 1000
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    p = write(tmp_path, "port = 9300\n")
+    assert load_settings(env={"COMPANION_HUB_CONFIG": str(p)}).port == 9300
+
+
+def test_grants(tmp_path: Path) -> None:
+    p = write(tmp_path, '[grants]\nstagedisplay = ["stage", "app.shared"]\n')
+    assert load_settings(p, env={}).hub_config().grants == {"stagedisplay": ["stage", "app.shared"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("port = 'x'\n", {}, "Expected `int`, got `str` - at `$.port`"),
+        ("prot = 1\n", {}, "unknown field `prot`"),
+        ("port = 70000\n", {}, "port 70000: must be 0-65535"),
+        ("[limits]\nframe_bytes = 0\n", {}, "limits.frame_bytes = 0: must be positive"),
+        ("log_level = 'loud'\n", {}, "log_level 'loud'"),
+        ("[grants]\nx = ['hub.mine']\n", {}, "not a namespace a client may own"),
+        ("port = \n", {}, "invalid TOML"),
+        ("", {"COMPANION_HUB_PORT": "eighty"}, "COMPANION_HUB_PORT='eighty': expected an integer"),
+    ],
+)
+def test_validation_messages(tmp_path: Path, text: str, env: dict, message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(p, env=env)
+    assert message in str(exc.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings("/nonexistent/hub.toml", env={})
