@@ -131,3 +131,35 @@ async def test_no_hello_within_timeout(hub: HubServer, monkeypatch: pytest.Monke
     assert err["op"] == "error" and err["code"] == "BAD_REQUEST"
     assert await c.closed_code() == 1008
     await c.close()
+
+
+async def test_client_that_does_not_read_its_replies_is_paused(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from companion_hub.server import session as session_mod
+
+    monkeypatch.setattr(session_mod, "CONTROL_BACKLOG_BYTES", 32 * 1024)
+    raw = await RawClient.connect("127.0.0.1", hub.port, limit=2**12)
+    raw.send({"op": "hello", "id": "1", "client": "greedy"})
+    await raw.recv()
+    session = hub.hub.sessions["greedy"]
+    peak = 0
+    for i in range(200):  # 20,000 requests whose replies are never read
+        raw.send([{"op": "get", "id": f"{i}-{j}", "patterns": ["hub.**"]} for j in range(100)])
+        if i % 20 == 0:
+            await asyncio.sleep(0.01)
+            peak = max(peak, session.queue.control_bytes)
+    await asyncio.sleep(0.3)
+    peak = max(peak, session.queue.control_bytes)
+    one_reply = 2048
+    assert peak <= 32 * 1024 + one_reply, peak
+    assert "greedy" in hub.hub.sessions  # still connected, just paused
+    # once it reads, every request is answered in order
+    seen = 0
+    async with asyncio.timeout(20):
+        while seen < 20_000:
+            for m in await raw.recv():
+                if m.get("op") == "result":
+                    assert m["id"] == f"{seen // 100}-{seen % 100}"
+                    seen += 1
+    raw.close()

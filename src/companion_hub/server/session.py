@@ -135,8 +135,7 @@ class Session:
             )
             return False
         self._accept(first)
-        for item in msgs[1:]:
-            self._handle(item)
+        await self._handle_all(msgs[1:])
         return True
 
     def _accept(self, hello: m.Hello) -> None:
@@ -254,8 +253,7 @@ class Session:
                 except m.FrameError as exc:
                     self._send(wire.error(HubError(ErrorCode.BAD_REQUEST, str(exc))))
                     continue
-                for item in items:
-                    self._handle(item)
+                await self._handle_all(items)
             elif t is WSMsgType.PONG:
                 self._on_pong(msg.data)
                 continue
@@ -278,6 +276,13 @@ class Session:
                 return
             else:  # CLOSE, CLOSING, CLOSED
                 return
+
+    async def _handle_all(self, items: list[m.Message | m.BadMessage]) -> None:
+        """Handle a frame's messages in order. A client that sends requests faster than
+        it reads the replies is paused (we stop reading its frames) while more than
+        CONTROL_BACKLOG_BYTES of replies wait for it."""
+        for item in items:
+            self._handle(item)
             if self.queue.control_bytes > CONTROL_BACKLOG_BYTES:
                 self._room.clear()
                 await self._room.wait()
