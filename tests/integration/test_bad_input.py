@@ -163,3 +163,20 @@ async def test_client_that_does_not_read_its_replies_is_paused(
                     assert m["id"] == f"{seen // 100}-{seen % 100}"
                     seen += 1
     raw.close()
+
+
+async def test_rate_limited(hub_factory) -> None:  # type: ignore[no-untyped-def]
+    srv = await hub_factory(limits=Limits(requests_per_second=50))
+    c = await Client.connect(srv.url, "flood")
+    await c.send([{"op": "set", "id": str(i), "key": "app.flood.k", "value": i} for i in range(80)])
+    replies = [await c.next(lambda m, i=i: m.get("id") == str(i)) for i in range(80)]
+    ok = [r for r in replies if r["ok"]]
+    limited = [r for r in replies if not r["ok"]]
+    assert 45 <= len(ok) <= 55 and limited
+    assert all(r["error"]["code"] == "RATE_LIMITED" for r in limited)
+    # rejected writes changed nothing: the value is that of the last accepted one
+    last_ok = max(int(r["id"]) for r in ok)
+    assert srv.hub.store.get("app.flood.k").raw == str(last_ok).encode()  # type: ignore[union-attr]
+    await asyncio.sleep(0.2)  # tokens come back
+    assert (await c.request({"op": "get", "patterns": ["app.flood.k"]}))["ok"]
+    await c.close()

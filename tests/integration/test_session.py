@@ -179,3 +179,82 @@ async def test_http_api(hub: HubServer) -> None:
         async with http.get(base + "/api/state", params={"pattern": "a.**.b"}) as r:
             assert r.status == 400
     await c.close()
+
+
+async def test_subscription_lifecycle(hub_factory) -> None:  # type: ignore[no-untyped-def]
+    from companion_hub.core.limits import Limits
+
+    srv = await hub_factory(limits=Limits(subscriptions=3))
+    srv.hub.config.snapshot_chunk_bytes = 1024
+    w = await Client.connect(srv.url, "w")
+    await w.ok(
+        {
+            "op": "set",
+            "entries": [
+                {"key": f"app.w.k{i:03d}", "value": {"n": i, "pad": "x" * 40}} for i in range(100)
+            ],
+        }
+    )
+    c = await Client.connect(srv.url, "c")
+    # chunked snapshot: several messages, the same rev, done only on the last
+    rid = c.new_id()
+    await c.send({"op": "subscribe", "id": rid, "sub": "a", "patterns": ["app.w.*"]})
+    chunks = []
+    while not chunks or not chunks[-1]["done"]:
+        chunks.append(await c.next(lambda m: m.get("id") == rid))
+    assert len(chunks) > 3 and len({m["rev"] for m in chunks}) == 1
+    assert all(m["mode"] == "full" for m in chunks)
+    assert sorted(e["key"] for m in chunks for e in m["entries"]) == [
+        f"app.w.k{i:03d}" for i in range(100)
+    ]
+    # snapshot: false -> one result with the rev; then deltas above it
+    r = await c.request(
+        {"op": "subscribe", "sub": "b", "patterns": ["app.x.**"], "snapshot": False}
+    )
+    assert r["ok"] and r["result"]["rev"] == srv.hub.store.rev
+    dup = await c.request({"op": "subscribe", "sub": "b", "patterns": ["app.**"]})
+    assert dup["error"]["code"] == "BAD_REQUEST"
+    await c.request({"op": "subscribe", "sub": "c", "patterns": ["app.y"], "snapshot": False})
+    over = await c.request({"op": "subscribe", "sub": "d", "patterns": ["app.z"]})
+    assert over["error"]["code"] == "LIMIT_EXCEEDED"
+    # unsubscribe: no more deltas for it
+    assert await c.ok({"op": "unsubscribe", "sub": "a"}) == {}
+    await w.ok({"op": "set", "key": "app.w.k000", "value": 1})
+    await w.ok({"op": "set", "key": "app.w.zz", "value": 1})  # not matched by a
+    with pytest.raises(TimeoutError):
+        await c.next(lambda m: m["op"] == "delta", timeout=0.3)
+    missing = await c.request({"op": "unsubscribe", "sub": "a"})
+    assert missing["error"]["code"] == "NOT_FOUND"
+    await w.close()
+    await c.close()
+
+
+async def test_incremental_snapshot_has_changes_and_removals(hub: HubServer) -> None:
+    w = await Client.connect(hub.url, "w")
+    for k in ("a", "b", "c"):
+        await w.ok({"op": "set", "key": f"app.w.{k}", "value": k})
+    since = hub.hub.store.rev
+    await w.ok({"op": "set", "key": "app.w.a", "value": "A"})
+    await w.ok({"op": "delete", "key": "app.w.b"})
+    await w.ok({"op": "set", "key": "app.w.d", "value": "d"})
+    c = await Client.connect(hub.url, "c", resume={"hub": hub.hub.hub_id, "rev": since})
+    r = await c.request({"op": "subscribe", "sub": "s", "patterns": ["app.w.*"], "since": since})
+    assert r["mode"] == "incremental"
+    assert sorted((e["key"], e["value"]) for e in r["entries"]) == [
+        ("app.w.a", "A"),
+        ("app.w.d", "d"),
+    ]
+    assert r["removed"] == ["app.w.b"]
+    # without resume.hub (or with another hub id) the snapshot is full
+    other = await Client.connect(hub.url, "o", resume={"hub": "not-this-hub", "rev": since})
+    r = await other.request(
+        {"op": "subscribe", "sub": "s", "patterns": ["app.w.*"], "since": since}
+    )
+    assert r["mode"] == "full" and len(r["entries"]) == 3
+    # a since ahead of the hub: full
+    r = await c.request(
+        {"op": "subscribe", "sub": "t", "patterns": ["app.w.*"], "since": since + 10_000}
+    )
+    assert r["mode"] == "full"
+    for x in (w, c, other):
+        await x.close()

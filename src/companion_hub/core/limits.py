@@ -24,6 +24,9 @@ class Limits:
     history_changes: int = 1_000_000
     # Idempotency keys remembered per client (besides the 10-minute window).
     idempotency_keys_per_client: int = 10_000
+    # Requests per second per connection (a token bucket holding one second's worth);
+    # more get RATE_LIMITED.
+    requests_per_second: int = 100_000
 
     def to_wire(self) -> dict[str, int]:
         return {
@@ -34,4 +37,5 @@ class Limits:
             "patterns_per_subscription": self.patterns_per_subscription,
             "commands_in_flight": self.commands_in_flight,
             "event_queue": self.event_queue,
+            "requests_per_second": self.requests_per_second,
         }

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from ..core.delivery import DeliveryQueue
 from ..core.errors import ErrorCode, HubError
 from ..core.keys import Pattern, check_key, is_valid_client_name, match, parse_pattern
 from ..core.limits import HELLO_TIMEOUT_S
+from ..core.ratelimit import TokenBucket
 from ..core.store import Entry, SetOp
 from ..protocol import encode as wire
 from ..protocol import messages as m
@@ -80,6 +82,8 @@ class Session:
         self._acked = 0
         self._pinged = 0
         self._pings: deque[tuple[bytes, int]] = deque()
+        rps = hub.limits.requests_per_second
+        self._bucket = TokenBucket(rps, rps, time.monotonic())
 
     def __repr__(self) -> str:
         return f"<Session {self.client or '?'} {self.session_id}>"
@@ -370,6 +374,13 @@ class Session:
     def _handle(self, msg: m.Message | m.BadMessage) -> None:
         if isinstance(msg, m.BadMessage):
             self._send(self._error_reply(msg.id, msg.error))
+            return
+        if not isinstance(msg, m.Reply) and not self._bucket.take(time.monotonic()):
+            err = HubError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.hub.limits.requests_per_second} requests per second",
+            )
+            self._send(self._error_reply(msg.id, err))
             return
         try:
             handler = _HANDLERS[type(msg)]
