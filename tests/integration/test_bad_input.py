@@ -180,3 +180,15 @@ async def test_rate_limited(hub_factory) -> None:  # type: ignore[no-untyped-def
     await asyncio.sleep(0.2)  # tokens come back
     assert (await c.request({"op": "get", "patterns": ["app.flood.k"]}))["ok"]
     await c.close()
+
+
+async def test_pings_before_hello_are_answered_not_fatal(hub: HubServer) -> None:
+    raw = await RawClient.connect("127.0.0.1", hub.port)
+    raw.send_frame(b"are you there", opcode=9)  # a ping before hello
+    op, payload = await raw.recv_frame()
+    assert (op, payload) == (10, b"are you there")
+    raw.send_frame(b"", opcode=10)  # an unsolicited pong is fine too
+    raw.send({"op": "hello", "id": "1", "client": "early"})
+    (welcome,) = await raw.recv()
+    assert welcome["op"] == "welcome"
+    raw.close()

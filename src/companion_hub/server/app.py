@@ -47,6 +47,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     lim = hub.limits
     ws = web.WebSocketResponse(
+        timeout=2.0,  # how long close() waits for the client's closing handshake
         heartbeat=hub.config.heartbeat_ms / 1000,
         max_msg_size=lim.frame_bytes,
         compress=False,

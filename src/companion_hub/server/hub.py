@@ -230,8 +230,9 @@ class Hub:
 
     async def shutdown(self) -> None:
         """Close every session and cancel every background task."""
-        for s in list(self.sessions.values()):
-            await s.close(1001, b"hub shutting down")
+        sessions = list(self.sessions.values())
+        if sessions:
+            await asyncio.gather(*(s.close(1001, b"hub shutting down") for s in sessions))
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

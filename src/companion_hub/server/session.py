@@ -100,13 +100,27 @@ class Session:
         finally:
             await self._cleanup()
 
+    async def _first_frame(self) -> Any:
+        """The first data frame (answering pings meanwhile), or None if the connection
+        ended first. Raises TimeoutError after HELLO_TIMEOUT_S."""
+        async with asyncio.timeout(HELLO_TIMEOUT_S):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    return msg
+                if msg.type is WSMsgType.PING:
+                    with contextlib.suppress(ConnectionError):
+                        await self.ws.pong(msg.data)
+                elif msg.type is not WSMsgType.PONG:
+                    return None
+
     async def _handshake(self) -> bool:
         try:
-            msg = await self.ws.receive(timeout=HELLO_TIMEOUT_S)
+            msg = await self._first_frame()
         except TimeoutError:
             await self._fail_session(HubError(ErrorCode.BAD_REQUEST, "no hello within 10 s"), None)
             return False
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        if msg is None:
             return False
         try:
             msgs = m.decode_frame(msg.data)
@@ -262,7 +276,8 @@ class Session:
                 self._on_pong(msg.data)
                 continue
             elif t is WSMsgType.PING:
-                await ws.pong(msg.data)
+                with contextlib.suppress(ConnectionError):
+                    await ws.pong(msg.data)
                 continue
             elif t is WSMsgType.BINARY:
                 self._send(
