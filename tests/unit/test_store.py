@@ -167,3 +167,14 @@ def test_history_window(h: StoreHarness) -> None:
     assert len(list(changed)) == small.store.rev - oldest
     assert list(small.store.changed_since(small.store.rev) or ["x"]) == []
     assert small.store.changed_since(small.store.rev + 1) is None
+
+
+def test_stale_and_sync_by_prefix(h: StoreHarness) -> None:
+    for k in ("buttons.1", "buttons.2", "vars.x"):
+        h.store.set(A, f"app.a.{k}", b"1", 1, epoch=1)
+    assert h.store.mark_stale("app.a", prefix="app.a.buttons") == 2
+    assert not h.store.get("app.a.vars.x").stale  # type: ignore[union-attr]
+    h.store.set(A, "app.a.buttons.1", b"1", 1, epoch=2)
+    deleted = h.store.sync("app.a", 2, prefix="app.a.buttons")
+    assert [r.key for r in deleted] == ["app.a.buttons.2"]
+    assert h.store.get("app.a.vars.x") is not None

@@ -348,29 +348,38 @@ class Store:
 
     # --- owner-wide operations --------------------------------------------------------
 
-    def mark_stale(self, ns_name: str, stale: bool = True) -> int:
-        """Flip every key of a namespace to ``stale``; returns the number flipped.
+    def mark_stale(self, ns_name: str, stale: bool = True, prefix: str | None = None) -> int:
+        """Flip every key of a namespace (or only those at or below ``prefix``) to
+        ``stale``; returns the number flipped.
 
-        Used when an owner disconnects (stale=True). Fresh-again happens per key,
-        when the owner writes it (see :meth:`set`); ``stale=False`` is for adapters
-        that re-verified their whole namespace at once.
+        Used when an owner disconnects, or when an adapter loses the upstream link
+        that a part of its namespace comes from. Fresh-again normally happens per
+        key, when the owner writes it (see :meth:`set`).
         """
         ns = self._namespaces.get(ns_name)
         if ns is None:
             return 0
-        flips = [e for e in ns.entries.values() if e.stale is not stale]
+        flips = [
+            e
+            for e in ns.entries.values()
+            if e.stale is not stale and (prefix is None or is_prefix_of(prefix, e.key))
+        ]
         for e in flips:
             entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts, e.wepoch)
             self._commit(ns, e.key, entry, e.version)
         return len(flips)
 
-    def sync(self, ns_name: str, epoch: int) -> list[WriteResult]:
-        """Delete every key of the namespace not written with ``epoch`` (the owner's
-        current session) — equal-value writes included."""
+    def sync(self, ns_name: str, epoch: int, prefix: str | None = None) -> list[WriteResult]:
+        """Delete every key of the namespace (or at or below ``prefix``) not written
+        with ``epoch`` (the owner's current session) — equal-value writes included."""
         ns = self._namespaces.get(ns_name)
         if ns is None:
             return []
-        doomed = [e for e in ns.entries.values() if e.wepoch != epoch]
+        doomed = [
+            e
+            for e in ns.entries.values()
+            if e.wepoch != epoch and (prefix is None or is_prefix_of(prefix, e.key))
+        ]
         return [self._apply_delete(ns, e) for e in doomed]
 
 

@@ -1,0 +1,1 @@
+"""Adapters: in-process owners of a namespace that mirror an upstream system."""

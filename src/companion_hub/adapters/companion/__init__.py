@@ -1,0 +1,1 @@
+"""The Bitfocus Companion adapter: Satellite protocol + HTTP remote-control API."""

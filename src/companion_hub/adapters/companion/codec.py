@@ -1,0 +1,200 @@
+"""The Satellite protocol's line format (reference section 1.2), without I/O.
+
+Used by both sides: the adapter (a Satellite client) and the simulator (a fake
+Companion). Companion writes ``CMD [OK|ERROR] [DEVICEID="id"] KEY=value ... \\n`` with
+strings in double quotes and *no escaping*, booleans as 1/0 and bare numbers, and
+every line ends with a space before the newline. It parses with backslash escapes,
+toggling quotes, and splits each token at its first ``=``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+from collections.abc import Iterable
+from typing import Any
+
+Params = dict[str, "str | bool"]
+
+# Companion closes a connection whose unterminated line exceeds this (since 5.0.0).
+MAX_LINE_CHARS = 2 * 1024 * 1024
+
+
+class LineTooLong(Exception):
+    """The peer sent more than MAX_LINE_CHARS without a newline."""
+
+
+class Base64Error(ValueError):
+    """A base64 field that does not decode."""
+
+
+def parse_line(line: str) -> tuple[str, Params]:
+    """Split one received line (without its ``\\n``) into (COMMAND, params).
+
+    Exactly Companion's ``parseLineParameters``: the first ``\\r`` is dropped, the
+    command word is upper-cased, a bare token is the flag ``True``, ``\\`` escapes the
+    next character, quotes toggle and are dropped, the last repeated key wins.
+    """
+    line = line.replace("\r", "", 1)
+    head, _, body = line.partition(" ")
+    tokens: list[str] = []
+    buf: list[str] = []
+    quoted = False
+    i = 0
+    n = len(body)
+    while i < n:
+        ch = body[i]
+        if ch == "\\":
+            if i + 1 < n:
+                buf.append(body[i + 1])
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == " " and not quoted:
+            tokens.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    tokens.append("".join(buf))
+    params: Params = {}
+    for tok in tokens:
+        if not tok:
+            continue
+        key, eq, val = tok.partition("=")
+        if not eq:
+            params[tok] = True
+        elif key and key not in _FORBIDDEN_KEYS:
+            params[key] = val
+    return head.upper(), params
+
+
+_FORBIDDEN_KEYS = frozenset({"__proto__", "constructor", "prototype"})
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)  # like JavaScript
+    return f'"{value}"'
+
+
+def format_line(
+    cmd: str,
+    status: str | None = None,
+    device_id: str | None = None,
+    args: Iterable[tuple[str, Any]] = (),
+) -> str:
+    """A line as Companion writes it, including the trailing ``" \\n"``.
+
+    String values are quoted and not escaped: callers keep ``"``, ``\\`` and newlines
+    out of them (free text goes in base64).
+    """
+    parts = [cmd]
+    if status:
+        parts.append(status)
+    if device_id is not None:
+        parts.append(f'DEVICEID="{device_id}"')
+    parts.extend(f"{key}={_text(value)}" for key, value in args)
+    parts.append("\n")
+    return " ".join(parts)
+
+
+def safe_token(value: str) -> bool:
+    """Can ``value`` be written as a quoted string without breaking the framing?"""
+    return not any(c in value for c in '"\\\r\n')
+
+
+# --- value encodings (reference 1.2.4) -----------------------------------------------
+
+
+def is_falsey(value: str | bool | None) -> bool:
+    if value is None or value is False:
+        return True
+    if value is True:
+        return False
+    return value in ("", "0") or value.lower() == "false"
+
+
+def is_truthy(value: str | bool | None) -> bool:
+    if value is True:
+        return True
+    if value is None or value is False:
+        return False
+    if value.lower() in ("true", "yes"):
+        return True
+    try:
+        return float(value) >= 1 and value.strip() == value and value != ""
+    except ValueError:
+        return False
+
+
+def b64_text(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def b64_decode_text(value: str | bool) -> str:
+    """Decode a base64 UTF-8 field (padding optional, as Node accepts)."""
+    if value is True:
+        raise Base64Error("missing value")
+    if value is False:
+        return ""
+    raw = value.strip()
+    raw += "=" * (-len(raw) % 4)
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Base64Error(f"invalid base64 text: {exc}") from None
+
+
+def b64_json(obj: Any) -> str:
+    import json
+
+    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode("ascii")
+
+
+def b64_decode_json(value: str | bool) -> Any:
+    import json
+
+    text = b64_decode_text(value)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Base64Error(f"invalid JSON in base64 field: {exc}") from None
+
+
+# --- framing -------------------------------------------------------------------------
+
+
+class LineBuffer:
+    """Bytes (or text frames) in, complete lines out; bounded.
+
+    A UTF-8 character split across chunks is handled. If the unterminated rest
+    exceeds ``max_chars`` after all complete lines are taken, :class:`LineTooLong`
+    is raised (and the buffer is cleared).
+    """
+
+    def __init__(self, max_chars: int = MAX_LINE_CHARS) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self.max_chars = max_chars
+
+    def feed(self, data: bytes | str) -> list[str]:
+        text = data if isinstance(data, str) else self._decoder.decode(data)
+        if not text:
+            return []
+        text = self._partial + text
+        *lines, self._partial = text.split("\n")
+        if len(self._partial) > self.max_chars:
+            self._partial = ""
+            raise LineTooLong(f"more than {self.max_chars} characters without a newline")
+        return lines
+
+    @property
+    def pending(self) -> int:
+        return len(self._partial)

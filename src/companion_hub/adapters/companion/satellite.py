@@ -1,0 +1,527 @@
+"""A Satellite protocol client as a sans-I/O state machine (bytes in, events and bytes out).
+
+It follows the official client's behaviour (reference 1.3, 1.7, 1.8): read ``BEGIN``
+and (API >= 1.10) ``CAPS``; with button subscriptions available, ``ADD-SUB`` every
+configured location and mirror ``SUB-STATE``; otherwise (or to exchange transferable
+values) register a virtual surface with ``ADD-DEVICE`` and mirror the ``KEY-STATE`` of
+the page Companion shows on it. The asyncio driver (:mod:`.link`) owns the socket,
+time, keep-alive and reconnection; this class owns the protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import (
+    Base64Error,
+    LineBuffer,
+    LineTooLong,
+    Params,
+    b64_decode_text,
+    b64_json,
+    b64_text,
+    format_line,
+    is_falsey,
+    parse_line,
+)
+
+log = logging.getLogger("companion_hub.adapters.companion")
+
+# --- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Began:
+    companion_version: str
+    api_version: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    subscriptions: bool
+    flags: dict[str, str | bool]
+
+
+@dataclass(frozen=True)
+class Registering:
+    """Registration requests were queued; ``mode`` is "subscriptions" or "device"."""
+
+    mode: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ButtonRendered:
+    page: int
+    row: int
+    column: int
+    state: dict[str, Any] | None  # None: nothing at this location (an empty render)
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    page: int
+
+
+@dataclass(frozen=True)
+class OutputValue:
+    variable: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Brightness:
+    value: int
+
+
+@dataclass(frozen=True)
+class Synced:
+    """Every registration was answered and every location reported its state."""
+
+    mode: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    command: str
+    ok: bool
+    message: str
+    params: Params
+
+
+@dataclass(frozen=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    message: str
+    fatal: bool = False
+
+
+Event = (
+    Began
+    | Capabilities
+    | Registering
+    | ButtonRendered
+    | DevicePage
+    | OutputValue
+    | Brightness
+    | Synced
+    | Reply
+    | Pong
+    | ProtocolError
+)
+
+# Commands whose replies the driver correlates with requests.
+REQUEST_COMMANDS = frozenset(
+    {"SUB-PRESS", "SUB-ROTATE", "SET-VARIABLE-VALUE", "KEY-PRESS", "KEY-ROTATE", "REMOVE-SUB"}
+)
+
+
+@dataclass(frozen=True)
+class Transferable:
+    id: str
+    type: str  # "input" or "output"
+    name: str
+    description: str = ""
+
+
+@dataclass
+class SatelliteOptions:
+    device_id: str
+    product_name: str = "companion-hub"
+    pages: list[int] = field(default_factory=lambda: list(range(1, 9)))
+    rows: int = 4
+    columns: int = 8
+    bitmaps: int | None = None  # pixels, or None for no images
+    subscriptions: bool = True  # use button subscriptions when Companion offers them
+    variables: list[Transferable] = field(default_factory=list)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for p in text.split("+", 1)[0].split("-", 1)[0].split("."):
+        try:
+            parts.append(int(p))
+        except ValueError:
+            break
+    return tuple(parts)
+
+
+def location_of(subid: str) -> tuple[int, int, int] | None:
+    try:
+        p, r, c = (int(x) for x in subid.split("/"))
+    except ValueError:
+        return None
+    return p, r, c
+
+
+class SatelliteProtocol:
+    """One Satellite connection's protocol state. Create a new one per connection."""
+
+    def __init__(self, options: SatelliteOptions, inputs: dict[str, str] | None = None) -> None:
+        self.options = options
+        self.inputs = dict(inputs or {})  # last values set for transferable inputs
+        self._buffer = LineBuffer()
+        self._out: list[str] = []
+        self._events: list[Event] = []
+        self.companion_version = ""
+        self.api_version = ""
+        self.api: tuple[int, ...] = ()
+        self.capabilities: dict[str, str | bool] = {}
+        self.subscriptions_available = False
+        self.state = "awaiting-begin"  # -> awaiting-caps -> registering -> synced
+        self.mode = ""
+        self.device_registered = False
+        self.device_page: int | None = None
+        self._subs_pending: set[str] = set()  # ADD-SUB sent, no reply yet
+        self._subs_unrendered: set[str] = set()  # ADD-SUB OK, no SUB-STATE yet
+        self._device_pending = False
+        self._keys_unrendered: set[int] = set()
+        self._need_device = False
+
+    # --- I/O boundary -----------------------------------------------------------------
+
+    def receive_data(self, data: bytes | str) -> None:
+        try:
+            lines = self._buffer.feed(data)
+        except LineTooLong as exc:
+            self._events.append(ProtocolError(str(exc), fatal=True))
+            return
+        for line in lines:
+            if line.strip():
+                self._handle_line(line)
+
+    def events(self) -> list[Event]:
+        ev, self._events = self._events, []
+        return ev
+
+    def data_to_send(self) -> str:
+        out = "".join(self._out)
+        self._out = []
+        return out
+
+    def _send(self, cmd: str, device: bool = False, **args: Any) -> None:
+        self._out.append(
+            format_line(
+                cmd, device_id=self.options.device_id if device else None, args=args.items()
+            )
+        )
+
+    # --- requests ---------------------------------------------------------------------
+
+    def ping(self, token: str) -> None:
+        self._out.append(f"PING {token}\n")
+
+    def sub_press(self, subid: str, pressed: bool) -> None:
+        self._send("SUB-PRESS", SUBID=subid, PRESSED=pressed)
+
+    def sub_rotate(self, subid: str, amount: int) -> None:
+        self._send("SUB-ROTATE", SUBID=subid, DIRECTION=amount)
+
+    def set_input(self, variable: str, value: str) -> None:
+        self.inputs[variable] = value
+        self._send("SET-VARIABLE-VALUE", device=True, VARIABLE=variable, VALUE=b64_text(value))
+
+    def quit(self) -> None:
+        self._out.append("QUIT\n")
+
+    # --- handling -----------------------------------------------------------------------
+
+    def _handle_line(self, line: str) -> None:
+        cmd, params = parse_line(line)
+        handler = _HANDLERS.get(cmd)
+        if handler is None:
+            self._events.append(ProtocolError(f"unknown message ignored: {line[:80]!r}"))
+            return
+        try:
+            handler(self, params)
+        except Base64Error as exc:
+            self._events.append(ProtocolError(f"{cmd}: {exc}; message ignored"))
+        except (ValueError, KeyError) as exc:
+            self._events.append(ProtocolError(f"{cmd}: malformed ({exc}); message ignored"))
+
+    def _on_begin(self, p: Params) -> None:
+        api = p.get("ApiVersion")
+        self.companion_version = str(p.get("CompanionVersion", ""))
+        self.api_version = str(api) if isinstance(api, str) else ""
+        self.api = _version_tuple(self.api_version)
+        self._events.append(Began(self.companion_version, self.api_version))
+        if self.api < (1, 7):
+            self._events.append(
+                ProtocolError(
+                    f"Companion API {self.api_version or '?'} is too old (need 1.7+)", True
+                )
+            )
+            return
+        if self.api >= (1, 10):
+            self.state = "awaiting-caps"
+        else:
+            self._register()
+
+    def _on_caps(self, p: Params) -> None:
+        self.capabilities = dict(p)
+        self.subscriptions_available = p.get("SUBSCRIPTIONS") == "1"
+        self._events.append(Capabilities(self.subscriptions_available, dict(p)))
+        if self.state == "awaiting-caps":
+            self._register()
+
+    def _style_args(self, prefix_bitmap: str) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self.options.bitmaps:
+            args[prefix_bitmap] = self.options.bitmaps
+            if self.api >= (1, 12):
+                args["BITMAP_FORMAT"] = "png"
+        args.update(COLORS="hex", TEXT=True, TEXT_STYLE=True)
+        return args
+
+    def _register(self) -> None:
+        self.state = "registering"
+        o = self.options
+        use_subs = o.subscriptions and self.subscriptions_available
+        if use_subs:
+            self.mode = "subscriptions"
+            for page in o.pages:
+                for row in range(o.rows):
+                    for col in range(o.columns):
+                        subid = f"{page}/{row}/{col}"
+                        self._subs_pending.add(subid)
+                        self._send(
+                            "ADD-SUB", SUBID=subid, LOCATION=subid, **self._style_args("BITMAP")
+                        )
+            detail = f"button subscriptions for pages {_ranges(o.pages)}"
+        else:
+            self.mode = "device"
+            detail = (
+                "button subscriptions are off in Companion: mirroring only the page shown on the "
+                "hub's virtual surface. Enable Settings > Protocols > Satellite > 'Button "
+                "Subscriptions API' to mirror every page"
+                if o.subscriptions and self.api >= (1, 10)
+                else "mirroring the page shown on the hub's virtual surface"
+            )
+        self._need_device = not use_subs or bool(o.variables)
+        if self._need_device:
+            self._add_device()
+        self._events.append(Registering(self.mode, detail))
+        self._check_synced()
+
+    def _add_device(self) -> None:
+        o = self.options
+        args: dict[str, Any] = {
+            "PRODUCT_NAME": o.product_name,
+            "KEYS_TOTAL": o.rows * o.columns,
+            "KEYS_PER_ROW": o.columns,
+        }
+        args.update(self._style_args("BITMAPS"))
+        args["BRIGHTNESS"] = False
+        if o.variables:
+            args["VARIABLES"] = b64_json(
+                [
+                    {"id": v.id, "type": v.type, "name": v.name}
+                    | ({"description": v.description} if v.description else {})
+                    for v in o.variables
+                ]
+            )
+        self._device_pending = True
+        self._send("ADD-DEVICE", device=True, **args)
+
+    def retry_add_device(self) -> None:
+        """The driver's reply timeout for ADD-DEVICE ran out (e.g. a half-open older
+        connection still holds the id): ask again."""
+        if self._device_pending:
+            self._add_device()
+
+    @property
+    def awaiting_device(self) -> bool:
+        return self._device_pending
+
+    def _check_synced(self) -> None:
+        if self.state != "registering":
+            return
+        if self._subs_pending or self._subs_unrendered or self._device_pending:
+            return
+        if self.mode == "device" and self._keys_unrendered:
+            return
+        self.state = "synced"
+        self._events.append(Synced(self.mode))
+
+    def _reply(self, cmd: str, p: Params) -> tuple[bool, str]:
+        ok = p.get("OK") is True
+        msg = p.get("MESSAGE", "")
+        return ok, msg if isinstance(msg, str) else ""
+
+    def _on_add_sub(self, p: Params) -> None:
+        ok, msg = self._reply("ADD-SUB", p)
+        subid = p.get("SUBID")
+        if ok and isinstance(subid, str):
+            self._subs_pending.discard(subid)
+            self._subs_unrendered.add(subid)
+        elif not ok:
+            if msg == "Subscriptions not enabled":
+                # the setting changed: Companion closes every connection anyway
+                self._events.append(ProtocolError("ADD-SUB: Subscriptions not enabled", True))
+                return
+            # errors carry no SUBID: they answer the oldest pending ADD-SUB
+            if self._subs_pending:
+                first = min(self._subs_pending, key=_loc_key)
+                self._subs_pending.discard(first)
+            self._events.append(ProtocolError(f"ADD-SUB failed: {msg}"))
+        self._check_synced()
+
+    def _on_sub_state(self, p: Params) -> None:
+        subid = p.get("SUBID")
+        if not isinstance(subid, str):
+            raise ValueError("SUB-STATE without SUBID")
+        loc = location_of(subid)
+        if loc is None:
+            raise ValueError(f"unexpected SUBID {subid!r}")
+        state = self._render(p)
+        self._events.append(ButtonRendered(*loc, state))
+        if subid in self._subs_unrendered:
+            self._subs_unrendered.discard(subid)
+            self._check_synced()
+
+    def _on_add_device(self, p: Params) -> None:
+        ok, msg = self._reply("ADD-DEVICE", p)
+        if not self._device_pending:
+            return
+        if ok:
+            self._device_pending = False
+            self.device_registered = True
+            if self.mode == "device":
+                self._keys_unrendered = set(range(self.options.rows * self.options.columns))
+            # registration resets bound inputs: send every input's last value again
+            for var, value in self.inputs.items():
+                self._send("SET-VARIABLE-VALUE", device=True, VARIABLE=var, VALUE=b64_text(value))
+        elif msg == "Device exists elsewhere":
+            # sent to the *old* connection; the driver's timeout retries on the new one
+            self._events.append(ProtocolError("ADD-DEVICE: device exists elsewhere"))
+            return
+        else:
+            self._device_pending = False
+            self._events.append(ProtocolError(f"ADD-DEVICE failed: {msg}", fatal=True))
+        self._check_synced()
+
+    def _on_key_state(self, p: Params) -> None:
+        loc = p.get("LOCATION")
+        key = p.get("KEY")
+        if isinstance(key, str) and key.isdigit():
+            self._keys_unrendered.discard(int(key))
+        if isinstance(loc, str):
+            parsed = location_of(loc)
+            if parsed is not None:
+                page = parsed[0]
+                if page != self.device_page:
+                    self.device_page = page
+                    self._events.append(DevicePage(page))
+                if self.mode == "device":
+                    self._events.append(ButtonRendered(*parsed, self._render(p)))
+        self._check_synced()
+
+    def _on_variable_value(self, p: Params) -> None:
+        var = p.get("VARIABLE")
+        if isinstance(var, str):
+            self._events.append(OutputValue(var, b64_decode_text(p.get("VALUE", False))))
+
+    def _on_brightness(self, p: Params) -> None:
+        value = p.get("VALUE")
+        if isinstance(value, str):
+            self._events.append(Brightness(int(float(value))))
+
+    def _on_ping(self, p: Params) -> None:
+        self._out.append("PONG\n")
+
+    def _on_pong(self, p: Params) -> None:
+        self._events.append(Pong())
+
+    def _on_request_reply(self, cmd: str, p: Params) -> None:
+        ok, msg = self._reply(cmd, p)
+        self._events.append(Reply(cmd, ok, msg, p))
+
+    def _on_error(self, p: Params) -> None:
+        msg = p.get("MESSAGE", "")
+        text = msg if isinstance(msg, str) else ""
+        fatal = text == "Line too long"
+        self._events.append(ProtocolError(f"Companion says: {text}", fatal))
+
+    def _ignore(self, p: Params) -> None:
+        return None
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def _render(self, p: Params) -> dict[str, Any] | None:
+        text = b64_decode_text(p.get("TEXT", False)) if "TEXT" in p else ""
+        state: dict[str, Any] = {
+            "text": text,
+            "bgcolor": _str(p.get("COLOR"), "#000000"),
+            "color": _str(p.get("TEXTCOLOR"), "#ffffff"),
+            "pressed": not is_falsey(p.get("PRESSED")),
+            "type": _str(p.get("TYPE"), "BUTTON"),
+        }
+        size = p.get("FONT_SIZE")
+        if isinstance(size, str):
+            state["font_size"] = int(float(size)) if _is_number(size) else size
+        bitmap = p.get("BITMAP")
+        if isinstance(bitmap, str) and bitmap.startswith("data:"):
+            state["image"] = bitmap
+        if (
+            not text
+            and state["bgcolor"] in ("#000000", "rgb(0,0,0)")
+            and not state["pressed"]
+            and state["type"] == "BUTTON"
+        ):
+            return None  # nothing there
+        return state
+
+
+def _str(value: str | bool | None, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _loc_key(subid: str) -> tuple[int, ...]:
+    loc = location_of(subid)
+    return loc if loc is not None else (1 << 30,)
+
+
+def _ranges(pages: Iterable[int]) -> str:
+    ps = sorted(pages)
+    if ps and ps == list(range(ps[0], ps[-1] + 1)):
+        return f"{ps[0]}-{ps[-1]}" if len(ps) > 1 else str(ps[0])
+    return ",".join(map(str, ps))
+
+
+def _req(cmd: str) -> Any:
+    return lambda self, p: self._on_request_reply(cmd, p)
+
+
+_HANDLERS: dict[str, Any] = {
+    "BEGIN": SatelliteProtocol._on_begin,
+    "CAPS": SatelliteProtocol._on_caps,
+    "ADD-SUB": SatelliteProtocol._on_add_sub,
+    "SUB-STATE": SatelliteProtocol._on_sub_state,
+    "ADD-DEVICE": SatelliteProtocol._on_add_device,
+    "KEY-STATE": SatelliteProtocol._on_key_state,
+    "VARIABLE-VALUE": SatelliteProtocol._on_variable_value,
+    "BRIGHTNESS": SatelliteProtocol._on_brightness,
+    "PING": SatelliteProtocol._on_ping,
+    "PONG": SatelliteProtocol._on_pong,
+    "ERROR": SatelliteProtocol._on_error,
+    "KEYS-CLEAR": SatelliteProtocol._ignore,
+    "LOCKED-STATE": SatelliteProtocol._ignore,
+    "DEVICE-CONFIG": SatelliteProtocol._ignore,
+    "REMOVE-DEVICE": SatelliteProtocol._ignore,
+    **{cmd: _req(cmd) for cmd in REQUEST_COMMANDS},
+}
