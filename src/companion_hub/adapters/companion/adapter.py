@@ -421,7 +421,8 @@ class CompanionAdapter:
             return {"name": var}
         if name == "set_style":
             loc = parse_location(params.get("location"))
-            style = {k: str(params[k]) for k in ("text", "bgcolor", "color", "size") if k in params}
+            fields: tuple[str, ...] = ("text", "bgcolor", "color", "size")
+            style: dict[str, str] = {k: str(params[k]) for k in fields if k in params}
             if not style:
                 raise HubError(
                     ErrorCode.BAD_REQUEST, "give at least one of text, bgcolor, color, size"
