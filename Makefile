@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the hub (until the Companion adapter lands: the hub alone, no Companion).
+## Run the hub with a simulated Companion (or a real one: make demo ARGS='--companion HOST').
 demo: $(STAMP)
-	$(BIN)/companion-hub demo
+	$(BIN)/companion-hub demo $(ARGS)
 
 ## The whole test suite: lint, type-check, tests.
 test: lint typecheck unit

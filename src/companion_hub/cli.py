@@ -8,11 +8,15 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from .adapters.companion.adapter import CompanionConfig
 
 log = logging.getLogger("companion_hub")
 
@@ -23,6 +27,14 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text"])
+    p.add_argument(
+        "--companion",
+        metavar="HOST",
+        help="mirror the Companion at HOST (Satellite on 16622, HTTP on 8000 unless set)",
+    )
+    p.add_argument("--companion-satellite-port", type=int, metavar="PORT")
+    p.add_argument("--companion-http-port", type=int, metavar="PORT")
+    p.add_argument("--companion-transport", choices=["tcp", "ws"])
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,25 +45,33 @@ def _settings(args: argparse.Namespace) -> Settings:
             "port": args.port,
             "log_level": args.log_level,
             "log_format": args.log_format,
+            "companion_host": args.companion,
+            "companion_satellite_port": args.companion_satellite_port,
+            "companion_http_port": args.companion_http_port,
+            "companion_transport": args.companion_transport,
         },
     )
 
 
-async def _run_hub(settings: Settings) -> None:
+async def _run_hub(settings: Settings, *, simulate: bool = False) -> None:
     from .server.app import HubServer
 
-    server = HubServer(settings.hub_config())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        companions = [c.adapter_config() for c in settings.companion]
+        if simulate:
+            companions = [await stack.enter_async_context(_demo_simulator())]
+        server = HubServer(settings.hub_config(), companions=companions)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        if simulate:
+            _print_demo_help(server.port, companions[0])
         await stop.wait()
         log.info("shutting down")
-    finally:
-        await server.stop()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -66,16 +86,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.log_format is None:
         settings.log_format = "text"
     setup_logging(settings.log_level, settings.log_format)
-    log.warning(
-        "demo: the Companion adapter and simulator are not built yet; "
-        "this runs the hub alone (no Companion)"
-    )
-    log.info(
-        "try: companion-hub watch '**'   and   companion-hub set app.cli.hello '\"world\"' "
-        "--client cli",
-    )
-    _run(_run_hub(settings))
+    simulate = not settings.companion
+    if not simulate:
+        log.info("demo: mirroring the configured Companion (no simulator)")
+    _run(_run_hub(settings, simulate=simulate))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
+    """Start the simulator on Companion's usual ports (or free ones if those are taken)."""
+    from .adapters.companion.adapter import CompanionConfig
+    from .simulator import CompanionSimulator, demo_scenario
+
+    scenario = demo_scenario()
+    try:
+        sim = CompanionSimulator(
+            scenario,
+            satellite_port=16622,
+            ws_port=16623,
+            http_port=8000,
+            clock=True,
+            connection_status_changes=True,
+        )
+        await sim.start()
+    except OSError:
+        log.info("Companion's usual ports are taken; the simulator uses free ports")
+        sim = CompanionSimulator(scenario, clock=True, connection_status_changes=True)
+        await sim.start()
+    try:
+        yield CompanionConfig(
+            host="127.0.0.1",
+            satellite_port=sim.satellite_port,
+            http_port=sim.http_port,
+            pages=[1, 2, 3],
+            variables=_demo_variables(scenario),
+        )
+    finally:
+        await sim.stop()
+
+
+def _demo_variables(scenario: object) -> list[str]:
+    names = ["internal:time_hms"]
+    custom = getattr(scenario, "custom_variables", {}) or {}
+    names += [f"custom:{n}" for n in custom]
+    module = getattr(scenario, "module_variables", {}) or {}
+    for k in module:
+        names.append(k if isinstance(k, str) else f"{k[0]}:{k[1]}")
+    return names
+
+
+def _print_demo_help(port: int, companion: CompanionConfig) -> None:
+    url = f"ws://127.0.0.1:{port}/ws"
+    extra = "" if port == 8420 else f" --url {url}"
+    print(
+        f"""
+companion-hub demo: the hub on {url}, mirroring a simulated Companion
+(Satellite on 127.0.0.1:{companion.port}, HTTP on 127.0.0.1:{companion.http_port}).
+In another terminal:
+
+  .venv/bin/companion-hub watch 'companion.**'{extra}
+  .venv/bin/companion-hub call companion press location=1/0/0{extra}
+  .venv/bin/companion-hub call companion set_variable name=cue value=7{extra}
+  .venv/bin/companion-hub get 'hub.adapters.*'{extra}
+
+Ctrl-C stops the demo. To mirror a real Companion instead: make demo ARGS='--companion HOST'
+""",
+        flush=True,
+    )
 
 
 def _run(coro: object) -> None:
@@ -100,12 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the hub for a demo (text logs)")
     _serve_parser(p)
     p.set_defaults(func=cmd_demo)
+    from .cli_client import add_client_commands
+
+    add_client_commands(sub)
     try:
-        from .cli_client import add_client_commands
-    except ImportError:  # pragma: no cover - SDK not installed
+        from .simulator.cli import add_simulate_command
+    except ImportError:  # the simulator is being built
         pass
     else:
-        add_client_commands(sub)
+        add_simulate_command(sub)
     return parser
 
 

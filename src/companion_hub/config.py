@@ -26,13 +26,16 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .core.keys import is_valid_client_name, is_valid_key
 from .core.limits import Limits
 from .server.hub import HubConfig
+
+if TYPE_CHECKING:
+    from .adapters.companion.adapter import CompanionConfig
 
 ENV_PREFIX = "COMPANION_HUB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -58,6 +61,59 @@ class LimitsFile(msgspec.Struct, forbid_unknown_fields=True):
     requests_per_second: int = _D.requests_per_second
 
 
+class TransferableFile(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    type: str  # "input" or "output"
+    name: str = ""
+    description: str = ""
+
+
+class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
+    """One ``[[companion]]`` table: a Companion instance and how to mirror it."""
+
+    host: str = "127.0.0.1"
+    name: str = "companion"
+    namespace: str = "companion"
+    transport: str = "tcp"
+    satellite_port: int | None = None
+    http_port: int = 8000
+    http: bool = True
+    pages: list[int] = msgspec.field(default_factory=lambda: list(range(1, 9)))
+    rows: int = 4
+    columns: int = 8
+    variables: list[str] = msgspec.field(default_factory=list)
+    poll_interval: float = 1.0
+    bitmaps: bool = False
+    bitmap_size: int = 72
+    transferable: list[TransferableFile] = msgspec.field(default_factory=list)
+    device_id: str | None = None
+
+    def adapter_config(self) -> CompanionConfig:
+        from .adapters.companion.adapter import CompanionConfig
+        from .adapters.companion.satellite import Transferable
+
+        return CompanionConfig(
+            host=self.host,
+            name=self.name,
+            namespace=self.namespace,
+            transport=self.transport,
+            satellite_port=self.satellite_port,
+            http_port=self.http_port,
+            http=self.http,
+            pages=list(self.pages),
+            rows=self.rows,
+            columns=self.columns,
+            variables=list(self.variables),
+            poll_interval=self.poll_interval,
+            bitmaps=self.bitmaps,
+            bitmap_size=self.bitmap_size,
+            transferable=[
+                Transferable(t.id, t.type, t.name or t.id, t.description) for t in self.transferable
+            ],
+            device_id=self.device_id,
+        )
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8420
@@ -66,6 +122,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     log_format: str = "json"
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    companion: list[CompanionFile] = msgspec.field(default_factory=list)
 
     def hub_config(self) -> HubConfig:
         return HubConfig(
@@ -122,7 +179,20 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
     data.update(_from_env(env))
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = dict(overrides or {})
+    companion_flags = {
+        k.removeprefix("companion_"): overrides.pop(k)
+        for k in list(overrides)
+        if k.startswith("companion_") and overrides[k] is not None
+    }
+    overrides.pop("companion_host", None)
+    if companion_flags:
+        # --companion HOST and friends: the first Companion instance (created if none)
+        tables = list(data.get("companion") or [{}])
+        first = dict(tables[0])
+        first.update(companion_flags)
+        data["companion"] = [first, *tables[1:]]
+    data.update({k: v for k, v in overrides.items() if v is not None and k != "companion"})
     try:
         settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
@@ -144,6 +214,30 @@ def _validate(s: Settings) -> None:
     for name, value in msgspec.structs.asdict(s.limits).items():
         if value < 1:
             raise ConfigError(f"limits.{name} = {value}: must be positive")
+    names = [c.name for c in s.companion]
+    if len(set(names)) != len(names):
+        raise ConfigError("companion: each [[companion]] needs its own name")
+    for c in s.companion:
+        where = f"companion {c.name!r}"
+        if c.transport not in ("tcp", "ws"):
+            raise ConfigError(f"{where}: transport {c.transport!r}: 'tcp' or 'ws'")
+        if (
+            not is_valid_key(c.namespace)
+            or c.namespace == "hub"
+            or c.namespace.startswith(("hub.", "app."))
+        ):
+            raise ConfigError(f"{where}: namespace {c.namespace!r} is not allowed")
+        if not is_valid_client_name(c.name):
+            raise ConfigError(f"{where}: name must match [a-z0-9][a-z0-9_-]*")
+        if c.poll_interval <= 0 or c.rows < 1 or c.columns < 1 or not c.pages:
+            raise ConfigError(f"{where}: poll_interval, rows, columns and pages must be positive")
+        for v in c.variables:
+            conn, sep, var = v.partition(":")
+            if not (sep and conn and var):
+                raise ConfigError(f"{where}: variable {v!r}: expected 'connection:name'")
+        for t in c.transferable:
+            if t.type not in ("input", "output"):
+                raise ConfigError(f"{where}: transferable {t.id!r}: type is 'input' or 'output'")
     for client, namespaces in s.grants.items():
         if not is_valid_client_name(client):
             raise ConfigError(f"grants: {client!r} is not a valid client name")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
 from ..core.errors import ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
 from ..protocol import encode as wire
@@ -106,13 +108,21 @@ def make_app(hub: Hub) -> web.Application:
 
 
 class HubServer:
-    """A hub listening on a host and port; ``async with HubServer(...)`` runs it."""
+    """A hub listening on a host and port, with its adapters; ``async with`` runs it."""
 
-    def __init__(self, config: HubConfig | None = None, *, hub: Hub | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        *,
+        hub: Hub | None = None,
+        companions: Sequence[CompanionConfig] = (),
+    ) -> None:
         self.hub = hub or Hub(config)
         self.config = self.hub.config
         self._runner: web.AppRunner | None = None
         self.port = self.config.port
+        self.companion_configs = list(companions)
+        self.adapters: list[CompanionAdapter] = []
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
@@ -125,6 +135,20 @@ class HubServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.hub.start_background()
+        for cc in self.companion_configs:
+            adapter = CompanionAdapter(self.hub, cc)
+            await adapter.start()
+            self.adapters.append(adapter)
+            log.info(
+                "companion adapter started",
+                extra={
+                    "adapter": cc.name,
+                    "namespace": cc.namespace,
+                    "satellite": f"{cc.transport}://{cc.host}:{cc.port}",
+                    "http": f"http://{cc.host}:{cc.http_port}" if cc.http else None,
+                    "device_id": adapter.device_id,
+                },
+            )
         log.info(
             "hub listening",
             extra={"url": f"ws://{self.config.host}:{self.port}/ws", "hub": self.hub.hub_id},
@@ -132,6 +156,9 @@ class HubServer:
         log.warning("no tokens configured: development mode, any client name is accepted")
 
     async def stop(self) -> None:
+        for adapter in self.adapters:
+            await adapter.stop()
+        self.adapters.clear()
         await self.hub.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
