@@ -131,8 +131,8 @@ def _demo_variables(scenario: object) -> list[str]:
     custom = getattr(scenario, "custom_variables", {}) or {}
     names += [f"custom:{n}" for n in custom]
     module = getattr(scenario, "module_variables", {}) or {}
-    for k in module:
-        names.append(k if isinstance(k, str) else f"{k[0]}:{k[1]}")
+    for label, variables in module.items():
+        names += [f"{label}:{n}" for n in variables]
     return names
 
 

@@ -143,6 +143,7 @@ class CompanionAdapter:
         self._poll_now = asyncio.Event()
         self._synced_event = asyncio.Event()
         self._surface: dict[str, Any] = {}
+        self._published: tuple[str, str, str] | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -198,6 +199,10 @@ class CompanionAdapter:
             "next_retry": None if retry is None else int(retry * 1000),
         }
         detail = sat_detail if sat_state != "connected" else self._http_detail or sat_detail
+        snapshot = (state, detail, repr(extra))
+        if snapshot == self._published:
+            return  # unchanged: no new version (and `since` keeps its meaning)
+        self._published = snapshot
         self.hub.set_adapter_state(self.config.name, state, detail, **extra)
 
     # --- Satellite events ----------------------------------------------------------------------

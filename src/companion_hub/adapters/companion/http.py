@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -102,10 +103,15 @@ class CompanionHttp:
         data = json.loads(text)
         return data if isinstance(data, list) else []
 
-    async def poll(self, refs: list[VariableRef], with_connections: bool = True) -> PollResult:
+    async def poll(
+        self, refs: list[VariableRef], with_connections: bool = True, concurrency: int = 8
+    ) -> PollResult:
+        """Read every variable (``concurrency`` requests at a time), uptime, connections."""
         result = PollResult()
-        for ref in refs:
-            result.values[ref] = await self.get_value(ref)
+        for i in range(0, len(refs), concurrency):
+            chunk = refs[i : i + concurrency]
+            values = await asyncio.gather(*(self.get_value(r) for r in chunk))
+            result.values.update(zip(chunk, values, strict=True))
         uptime = await self.get_value(VariableRef("internal", "uptime"))
         if uptime is not None:
             try:
