@@ -108,8 +108,10 @@ def test_line_buffer_splits_joins_and_bounds() -> None:
     assert buf.feed(b"NG 2\n") == ["PONG 2"]
     euro = "€".encode()
     assert buf.feed(euro[:1]) == [] and buf.feed(euro[1:] + b"\n") == ["€"]
+    assert buf.feed(b"done\n" + b"x" * 20) == ["done"]  # complete lines still count
     with pytest.raises(LineTooLong):
-        buf.feed(b"x" * 20)
+        buf.check()
+    buf.check()  # reported once
     assert buf.pending == 0
     assert buf.feed(b"ok\n") == ["ok"]
 

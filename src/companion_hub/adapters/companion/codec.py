@@ -175,14 +175,16 @@ class LineBuffer:
     """Bytes (or text frames) in, complete lines out; bounded.
 
     A UTF-8 character split across chunks is handled. If the unterminated rest
-    exceeds ``max_chars`` after all complete lines are taken, :class:`LineTooLong`
-    is raised (and the buffer is cleared).
+    exceeds ``max_chars`` after the complete lines are taken (as Companion does, the
+    complete lines of that chunk still count), the rest is dropped and ``overflowed``
+    is set; :meth:`check` raises :class:`LineTooLong` for it.
     """
 
     def __init__(self, max_chars: int = MAX_LINE_CHARS) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self.max_chars = max_chars
+        self.overflowed = False
 
     def feed(self, data: bytes | str) -> list[str]:
         text = data if isinstance(data, str) else self._decoder.decode(data)
@@ -192,8 +194,14 @@ class LineBuffer:
         *lines, self._partial = text.split("\n")
         if len(self._partial) > self.max_chars:
             self._partial = ""
-            raise LineTooLong(f"more than {self.max_chars} characters without a newline")
+            self.overflowed = True
         return lines
+
+    def check(self) -> None:
+        """Raise :class:`LineTooLong` (once) if the last feed overflowed."""
+        if self.overflowed:
+            self.overflowed = False
+            raise LineTooLong(f"more than {self.max_chars} characters without a newline")
 
     @property
     def pending(self) -> int:

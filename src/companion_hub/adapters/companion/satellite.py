@@ -188,14 +188,13 @@ class SatelliteProtocol:
     # --- I/O boundary -----------------------------------------------------------------
 
     def receive_data(self, data: bytes | str) -> None:
-        try:
-            lines = self._buffer.feed(data)
-        except LineTooLong as exc:
-            self._events.append(ProtocolError(str(exc), fatal=True))
-            return
-        for line in lines:
+        for line in self._buffer.feed(data):
             if line.strip():
                 self._handle_line(line)
+        try:
+            self._buffer.check()
+        except LineTooLong as exc:
+            self._events.append(ProtocolError(str(exc), fatal=True))
 
     def events(self) -> list[Event]:
         ev, self._events = self._events, []
