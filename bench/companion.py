@@ -1,0 +1,874 @@
+"""(f) Companion end to end: a simulated Companion changing 1,000 buttons and 1,000
+variables per second, through the Companion adapter, to a hub client.
+
+Three processes (plus the coordinator):
+
+- the **simulator** (``companion_hub.simulator``, a load-generating client process on
+  the clients' CPUs): 32 pages of 4x8 buttons (1,024 locations) and 1,000 custom
+  variables ``v0000``... A driver task in it, every 1 ms, makes what is due of
+  1,000 button changes/s (round-robin over the 1,024 locations, the text is the send
+  time ``time.time_ns()``) and 1,000 variable changes/s (round-robin over the 1,000
+  variables, the value is the send time);
+- the **hub** (``HubServer`` on uvloop, pinned to its own CPU, with the lag probe of
+  ``bench.hub_proc``) with one Companion adapter pointed at the simulator: button
+  subscriptions for exactly pages 1-32 (4x8), HTTP polling of the 1,000 variables
+  every ``--poll`` s (0.2 s);
+- one **subscriber** to ``companion.**`` (and ``hub.adapters.companion``), which takes
+  ``time.time_ns()`` when a frame arrives and records ``arrival - send time`` for each
+  delta, separately for buttons and variables.
+
+Companion cannot push variable values (only a surface's transferable outputs), so
+variable latency is bounded by the adapter's HTTP polling: one poll reads each variable
+with its own GET, and the adapter writes them all when the poll is complete. It is
+reported apart from button latency, with the poll cycle the subscriber saw.
+
+CPU: the hub's and the simulator's (psutil, cores used over the measured window). The
+adapter's share of the hub's CPU, two ways: (1) after the measured window the
+subscriber disconnects and the simulator makes the same changes for ``--alone`` s
+more: the hub's CPU then is the adapter's (its links, parsing and store writes) plus an
+idle hub; (2) a py-spy profile of the hub during the measured window (when py-spy is in
+the venv: ``.venv/bin/pip install py-spy``), see :func:`adapter_share`.
+
+    .venv/bin/python -m bench.companion [--runs 3] [--duration 10] [--poll 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import psutil
+
+from .common import (
+    ROOT,
+    CpuMeter,
+    Histogram,
+    HubProcess,
+    connect,
+    encode,
+    median,
+    pipe_recv,
+    run_loop,
+    save,
+    send_text,
+    table_row,
+    wait_quiet,
+    watchdog,
+    workers,
+)
+from .profile import Profiler
+
+NAME = "companion"
+PAGES = 32
+ROWS = 4
+COLUMNS = 8
+N_VARS = 1000
+NS = "companion"
+BTN_PREFIX = f"{NS}.buttons."
+VAR_PREFIX = f"{NS}.variables.custom."
+ADAPTER_KEY = "hub.adapters.companion"
+BTN_RES_US, BTN_MAX_MS = 20, 5_000
+VAR_RES_US, VAR_MAX_MS = 100, 20_000
+POLL_GAP_S = 0.03  # variable deltas further apart than this belong to different polls
+
+
+def var_names(n: int) -> list[str]:
+    return [f"v{i:04d}" for i in range(n)]
+
+
+def locations(pages: int) -> list[tuple[int, int, int]]:
+    return [(p, r, c) for p in range(1, pages + 1) for r in range(ROWS) for c in range(COLUMNS)]
+
+
+def scenario_doc(pages: int, n_vars: int) -> dict[str, Any]:
+    return {
+        "device_page": 1,
+        "pages": [
+            {
+                "number": p,
+                "name": f"Bench {p}",
+                "buttons": [
+                    {"row": r, "column": c, "text": "init", "bgcolor": "#202020"}
+                    for r in range(ROWS)
+                    for c in range(COLUMNS)
+                ],
+            }
+            for p in range(1, pages + 1)
+        ],
+        "custom_variables": {name: "0" for name in var_names(n_vars)},
+    }
+
+
+# --- the simulator process -----------------------------------------------------------------
+
+
+def sim_worker(conn: Any, params: dict[str, Any]) -> None:
+    run_loop(_sim_main(conn, params))
+
+
+async def _sim_main(conn: Any, p: dict[str, Any]) -> None:
+    from companion_hub.logs import setup_logging
+    from companion_hub.simulator import CompanionSimulator
+    from companion_hub.simulator.scenario import scenario_from_dict
+
+    setup_logging("warning", "json")
+    sim = CompanionSimulator(
+        scenario_from_dict(scenario_doc(p["pages"], p["vars"])),
+        host="127.0.0.1",
+        satellite_port=0,
+        ws_port=0,
+        http_port=0,
+        subscriptions=True,
+        clock=False,
+        connection_status_changes=False,
+    )
+    await sim.start()
+    try:
+        conn.send(("ready", {"satellite_port": sim.satellite_port, "http_port": sim.http_port}))
+        while True:
+            cmd, *args = await pipe_recv(conn)
+            if cmd != "go":
+                break  # "close"
+            t0, warm_ns, duration = args
+            report = await _drive(sim, {**p, "duration": duration}, t0, warm_ns)
+            conn.send(("done", report))
+    finally:
+        await sim.stop()
+
+
+async def _drive(sim: Any, p: dict[str, Any], t0: float, warm_ns: int) -> dict[str, Any]:
+    """Every ``tick`` s, make the button and variable changes that are due (paced)."""
+    locs = locations(p["pages"])
+    names = var_names(p["vars"])
+    btn_keys = [f"{BTN_PREFIX}{pg}.{r}.{c}" for pg, r, c in locs]
+    var_keys = [f"{VAR_PREFIX}{n}" for n in names]
+    rate_b, rate_v, tick = p["button_rate"], p["var_rate"], p["tick"]
+    set_button, set_var = sim.set_button, sim.set_custom_variable
+    final: dict[str, int] = {}
+    nb = nv = 0
+    nb_win = nv_win = 0  # changes sent at or after warm_ns
+    late_ticks = 0
+    max_tick_ms = 0.0
+    clock_ns = time.time_ns
+    mono = time.monotonic
+    await asyncio.sleep(max(0.0, t0 - mono()))
+    start = mono()
+    end = start + p["duration"]
+    prev = start
+    while True:
+        now = mono()
+        if now >= end:
+            break
+        gap = now - prev
+        prev = now
+        if gap > 10 * tick:
+            late_ticks += 1
+        max_tick_ms = max(max_tick_ms, gap * 1000)
+        due_b = int((now - start) * rate_b)
+        due_v = int((now - start) * rate_v)
+        while nb < due_b or nv < due_v:
+            tns = clock_ns()
+            text = str(tns)
+            counted = tns >= warm_ns
+            if nb < due_b:
+                i = nb % len(locs)
+                pg, r, c = locs[i]
+                set_button(pg, r, c, text=text)
+                final[btn_keys[i]] = tns
+                nb += 1
+                nb_win += counted
+            if nv < due_v:
+                i = nv % len(names)
+                set_var(names[i], text)
+                final[var_keys[i]] = tns
+                nv += 1
+                nv_win += counted
+        await asyncio.sleep(tick)
+    stop = mono()
+    return {
+        "buttons_sent": nb,
+        "vars_sent": nv,
+        "buttons_in_window": nb_win,
+        "vars_in_window": nv_win,
+        "button_rate": round(nb / (stop - start)),
+        "var_rate": round(nv / (stop - start)),
+        "t_start": start,
+        "t_stop": stop,
+        "stop_ns": clock_ns(),
+        "late_ticks": late_ticks,
+        "max_tick_ms": round(max_tick_ms, 1),
+        "final": final,
+    }
+
+
+# --- the hub process ---------------------------------------------------------------------
+
+
+def _hub_main(spec: dict[str, Any]) -> None:
+    """The hub under test with one Companion adapter (``python -m bench.companion _hub``)."""
+    import signal
+
+    from companion_hub.adapters.companion.adapter import CompanionConfig
+    from companion_hub.logs import setup_logging
+    from companion_hub.server.app import HubServer
+    from companion_hub.server.hub import HubConfig
+
+    from .hub_proc import LagProbe, _emit
+
+    setup_logging("warning", "json")
+
+    async def main() -> None:
+        probe = LagProbe()
+        cfg = CompanionConfig(
+            host="127.0.0.1",
+            satellite_port=spec["satellite_port"],
+            http_port=spec["http_port"],
+            pages=list(range(1, spec["pages"] + 1)),
+            rows=ROWS,
+            columns=COLUMNS,
+            variables=[f"custom:{n}" for n in var_names(spec["vars"])],
+            poll_interval=spec["poll"],
+        )
+        server = HubServer(HubConfig(host="127.0.0.1", port=0), companions=[cfg])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, probe.reset)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: _emit(probe.report()))
+        await server.start()
+        task = loop.create_task(probe.run())
+        _emit(
+            {
+                "event": "ready",
+                "port": server.port,
+                "pid": os.getpid(),
+                "loop": type(loop).__module__.split(".")[0],
+            }
+        )
+        try:
+            await stop.wait()
+        finally:
+            _emit(probe.report())
+            task.cancel()
+            await server.stop()
+
+    run_loop(main())
+
+
+class CompanionHubProcess(HubProcess):
+    """``HubProcess`` running :func:`_hub_main` (the hub plus a Companion adapter)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def start(self, timeout: float = 20.0) -> CompanionHubProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.companion", "_hub", json.dumps(self.spec)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,  # noqa: PLW1509
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._wait("ready", timeout)
+        self.port, self.pid, self.loop = ready["port"], ready["pid"], ready["loop"]
+        return self
+
+    def __enter__(self) -> CompanionHubProcess:
+        return self.start()
+
+
+# --- the subscriber ------------------------------------------------------------------------
+
+
+class _Entry(msgspec.Struct):
+    key: str
+    value: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _M(msgspec.Struct):
+    op: str
+    key: str = ""
+    value: msgspec.Raw = msgspec.Raw(b"null")
+    stale: bool = False
+    deleted: bool = False
+    entries: list[_Entry] | None = None
+    done: bool = True
+
+
+class _Btn(msgspec.Struct):
+    text: str = ""
+
+
+class _State(msgspec.Struct):
+    state: str = ""
+    detail: str = ""
+
+
+_one = msgspec.json.Decoder(_M).decode
+_many = msgspec.json.Decoder(list[_M]).decode
+_btn = msgspec.json.Decoder(_Btn).decode
+_str = msgspec.json.Decoder(str).decode
+_adapter = msgspec.json.Decoder(_State).decode
+
+
+def _decode(data: bytes) -> list[_M]:
+    return _many(data) if data[:1] == b"[" else [_one(data)]
+
+
+def _t_of(key: str, raw: msgspec.Raw) -> tuple[str, int] | None:
+    """("b"|"v", send time) of a button or variable value carrying one."""
+    try:
+        if key.startswith(BTN_PREFIX):
+            return "b", int(_btn(raw).text)
+        if key.startswith(VAR_PREFIX):
+            return "v", int(_str(raw))
+    except (ValueError, msgspec.DecodeError):
+        return None
+    return None
+
+
+def sub_worker(conn: Any, url: str, expect_buttons: int, expect_vars: int) -> None:
+    run_loop(_sub_main(conn, url, expect_buttons, expect_vars))
+
+
+async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) -> None:
+    last: dict[str, int] = {}  # key -> send time of the value seen last
+    keys_b: set[str] = set()
+    keys_v: set[str] = set()
+    st: dict[str, Any] = {
+        "warm_ns": None,
+        "stop_ns": 1 << 62,
+        "b_seen": 0,
+        "v_seen": 0,
+        "b_dups": 0,
+        "v_dups": 0,
+        "stale_deltas": 0,
+        "adapter_states": [],
+        "var_bursts": [],  # [first, last] monotonic arrival of each poll's deltas
+    }
+    hb = Histogram(BTN_RES_US, BTN_MAX_MS)
+    hv = Histogram(VAR_RES_US, VAR_MAX_MS)
+    synced = asyncio.Event()
+    arrived_at: dict[str, float] = {}
+
+    def on_value(key: str, raw: msgspec.Raw, now_ns: int, now: float, delta: bool) -> None:
+        if key == ADAPTER_KEY:
+            s = _adapter(raw)
+            st["adapter_states"].append([round(now, 3), s.state, s.detail])
+            return
+        tv = _t_of(key, raw)
+        if key.startswith(BTN_PREFIX):
+            keys_b.add(key)
+        elif key.startswith(VAR_PREFIX):
+            keys_v.add(key)
+        if len(keys_b) >= expect_buttons and len(keys_v) >= expect_vars:
+            synced.set()
+        if tv is None:
+            return
+        kind, t = tv
+        if last.get(key) == t:
+            st[f"{kind}_dups"] += 1  # the same value again (e.g. a stale flag cleared)
+            return
+        last[key] = t
+        arrived_at[key] = now
+        warm = st["warm_ns"]
+        if not delta or warm is None or not warm <= t <= st["stop_ns"]:
+            return
+        if kind == "b":
+            st["b_seen"] += 1
+            hb.add((now_ns - t) / 1000)
+        else:
+            st["v_seen"] += 1
+            hv.add((now_ns - t) / 1000)
+            bursts = st["var_bursts"]
+            if bursts and now - bursts[-1][1] <= POLL_GAP_S:
+                bursts[-1][1] = now
+            else:
+                bursts.append([now, now])
+
+    async with aiohttp.ClientSession() as session:
+        ws, _ = await connect(session, url, "bench-companion-sub")
+        await send_text(
+            ws,
+            encode(
+                {"op": "subscribe", "id": "s", "sub": "c", "patterns": [f"{NS}.**", ADAPTER_KEY]}
+            ),
+        )
+
+        async def read() -> None:
+            text = aiohttp.WSMsgType.TEXT
+            clock_ns = time.time_ns
+            mono = time.monotonic
+            while True:
+                msg = await ws.receive()
+                if msg.type is not text:
+                    return
+                now_ns = clock_ns()
+                now = mono()
+                for m in _decode(msg.data):
+                    if m.op == "delta":
+                        if m.stale:
+                            st["stale_deltas"] += 1
+                        if not m.deleted:
+                            on_value(m.key, m.value, now_ns, now, True)
+                    elif m.op == "snapshot" and m.entries:
+                        for e in m.entries:
+                            on_value(e.key, e.value, now_ns, now, False)
+
+        reader = asyncio.create_task(read())
+        try:
+            await asyncio.wait_for(synced.wait(), 60)
+        except TimeoutError:
+            conn.send(("error", f"not synced: {len(keys_b)} buttons, {len(keys_v)} variables"))
+            return
+        conn.send(("ready", {"buttons": len(keys_b), "vars": len(keys_v)}))
+        cmd, _t0, warm_ns = await pipe_recv(conn)
+        assert cmd == "go"
+        st["warm_ns"] = warm_ns
+        cmd, final, stop_ns, timeout = await pipe_recv(conn)
+        assert cmd == "final"
+        st["stop_ns"] = stop_ns
+        t_final = time.monotonic()
+        deadline = t_final + timeout
+        conv: dict[str, float | None] = {"b": None, "v": None}
+        fb = {k: v for k, v in final.items() if k.startswith(BTN_PREFIX)}
+        fv = {k: v for k, v in final.items() if k.startswith(VAR_PREFIX)}
+        while time.monotonic() < deadline:
+            for kind, fin in (("b", fb), ("v", fv)):
+                if conv[kind] is None and all(last.get(k) == v for k, v in fin.items()):
+                    conv[kind] = max((arrived_at.get(k, 0.0) for k in fin), default=0.0)
+            if conv["b"] is not None and conv["v"] is not None:
+                break
+            await asyncio.sleep(0.005)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ws.close()
+    report = {
+        **{k: v for k, v in st.items() if k != "var_bursts"},
+        "var_polls": len(st["var_bursts"]),
+        "var_burst_ms": [round((b - a) * 1000, 1) for a, b in st["var_bursts"]],
+        "var_burst_starts": [round(a, 3) for a, _ in st["var_bursts"]],
+        "hist_b": hb.bins,
+        "hist_v": hv.bins,
+        "t_final": t_final,
+        "converged_b": conv["b"],
+        "converged_v": conv["v"],
+        "missing_b": sum(1 for k, v in fb.items() if last.get(k) != v),
+        "missing_v": sum(1 for k, v in fv.items() if last.get(k) != v),
+    }
+    conn.send(("report", report))
+
+
+# --- the adapter's share of the hub's CPU (py-spy) -------------------------------------------
+
+# aiohttp files that only the adapter's HTTP client runs in the hub (the hub's own server
+# writes WebSocket frames with ``_websocket/writer.py`` and receives no HTTP bodies)
+_CLIENT_FILES = (
+    "client.py",
+    "client_proto.py",
+    "client_reqrep.py",
+    "connector.py",
+    "http_writer.py",
+    "streams.py",
+)
+
+
+def adapter_share(raw: str) -> dict[str, Any]:
+    """Split the hub's on-CPU samples (py-spy raw output) between the adapter and the rest.
+
+    A stack is the adapter's if it has a frame in ``companion_hub/adapters/``, an aiohttp
+    client frame (:data:`_CLIENT_FILES`: in the hub only the adapter's HTTP link is a
+    client) or an ``asyncio/streams.py`` frame (only the Satellite link uses asyncio
+    streams; the hub serves with aiohttp). Its samples are split further into store
+    writes and fan-out the adapter caused (a ``companion_hub/core`` or ``server`` frame
+    below an adapter frame), the HTTP link, and the Satellite link. Samples in uvloop's
+    C code (no Python frame below the loop's ``run``: socket I/O, callbacks) cannot be
+    attributed and are counted apart.
+    """
+    cats: Counter[str] = Counter()
+    n = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        c = int(count)
+        n += c
+        if not stack.strip():
+            cats["loop"] += c  # no Python frame at all
+            continue
+        frames = stack.split(";")
+        paths = [f.rpartition(" (")[2] for f in frames]
+        first_adapter = next(
+            (i for i, p in enumerate(paths) if "companion_hub/adapters/" in p), None
+        )
+        http_client = any(
+            "aiohttp/" in p and p.split(":")[0].endswith(_CLIENT_FILES) for p in paths
+        )
+        streams = any("asyncio/streams.py" in p for p in paths)
+        if first_adapter is None and not http_client and not streams:
+            leaf = paths[-1]
+            if not frames[-1].strip() or "asyncio/runners.py" in leaf or "uvloop/" in leaf:
+                cats["loop"] += c  # in uvloop's C code (I/O, callbacks): not attributable
+            else:
+                cats["hub"] += c
+            continue
+        start = first_adapter if first_adapter is not None else 0
+        below = paths[start + 1 :]
+        if first_adapter is not None and any(
+            "companion_hub/core/" in p or "companion_hub/server/" in p for p in below
+        ):
+            cats["adapter_store_fanout"] += c
+        elif http_client or any(
+            "adapters/companion/http.py" in p or "_poll_loop" in f or "_http_polled" in f
+            for p, f in zip(paths, frames, strict=True)
+        ):
+            cats["adapter_http"] += c
+        else:
+            cats["adapter_satellite"] += c
+    adapter = sum(v for k, v in cats.items() if k.startswith("adapter"))
+
+    def pct(v: int) -> float:
+        return round(100 * v / n, 1) if n else 0.0
+
+    return {
+        "samples": n,
+        "adapter_pct": pct(adapter),
+        "adapter_http_pct": pct(cats["adapter_http"]),
+        "adapter_satellite_pct": pct(cats["adapter_satellite"]),
+        "adapter_store_fanout_pct": pct(cats["adapter_store_fanout"]),
+        "hub_rest_pct": pct(cats["hub"]),
+        "event_loop_c_pct": pct(cats["loop"]),
+        # the adapter's share of the samples in Python code (uvloop's C code left out)
+        "adapter_pct_of_python": round(100 * adapter / (n - cats["loop"]), 1)
+        if n > cats["loop"]
+        else 0.0,
+    }
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+def _cpu(pid: int) -> float:
+    with contextlib.suppress(psutil.Error):
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    return 0.0
+
+
+def run_once(
+    *,
+    duration: float,
+    warmup: float,
+    poll: float,
+    rate: int,
+    profile: bool,
+    alone_s: float = 4.0,
+    keep_profile: str | None = None,
+) -> dict[str, Any]:
+    params = {
+        "pages": PAGES,
+        "vars": N_VARS,
+        "button_rate": rate,
+        "var_rate": rate,
+        "tick": 0.001,
+        "duration": duration,
+    }
+    quiet = wait_quiet(max_wait=10.0)
+    t_setup = time.monotonic()
+    with workers([(sim_worker, (params,))]) as (sim,):
+        tag, ports = sim.recv(60)
+        assert tag == "ready", (tag, ports)
+        spec = {**ports, "pages": PAGES, "vars": N_VARS, "poll": poll}
+        with (
+            CompanionHubProcess(spec) as hub,
+            workers([(sub_worker, (hub.ws_url, PAGES * ROWS * COLUMNS, N_VARS))]) as (sub,),
+        ):
+            tag, info = sub.recv(90)
+            if tag != "ready":
+                raise RuntimeError(f"subscriber: {info}")
+            setup_s = time.monotonic() - t_setup
+            t0 = time.monotonic() + 0.3
+            warm_ns = time.time_ns() + int((0.3 + warmup) * 1e9)
+            sim.send(("go", t0, warm_ns, duration))
+            sub.send(("go", t0, warm_ns))
+            time.sleep(max(0.0, t0 + warmup - time.monotonic()))
+            t_win = time.monotonic()
+            hub.lag_reset()
+            cpu0 = {"hub": hub.cpu_seconds(), "sim": _cpu(sim.proc.pid), "sub": _cpu(sub.proc.pid)}
+            meter = CpuMeter()
+            prof = None
+            raw_path = keep_profile or ""
+            if profile and not raw_path:
+                with tempfile.NamedTemporaryFile(
+                    prefix="companion-", suffix=".raw", delete=False
+                ) as f:
+                    raw_path = f.name
+            if profile:
+                prof = Profiler(hub.pid, (duration - warmup) * 0.9, raw_path)
+            tag, drv = sim.recv(duration + 60)
+            assert tag == "done", tag
+            window = time.monotonic() - t_win
+            noise = meter.stop()
+            cpu = {
+                "hub": hub.cpu_seconds() - cpu0["hub"],
+                "sim": _cpu(sim.proc.pid) - cpu0["sim"],
+                "sub": _cpu(sub.proc.pid) - cpu0["sub"],
+            }
+            lag = hub.lag_report()
+            share = prof_top = None
+            if prof is not None:
+                prof_top = prof.finish()
+                if prof.proc is not None and Path(raw_path).exists():
+                    share = adapter_share(Path(raw_path).read_text())
+                if not keep_profile:
+                    prof_top = None
+                    with contextlib.suppress(OSError):
+                        os.unlink(raw_path)
+            sub.send(("final", drv["final"], drv["stop_ns"], max(5.0, 10 * poll)))
+            tag, rep = sub.recv(60)
+            assert tag == "report", tag
+            # the same changes with no client connected: the hub's CPU is then the
+            # adapter's (Satellite and HTTP links, parsing, its store writes)
+            alone = None
+            if alone_s > 0:
+                t0 = time.monotonic() + 0.2
+                sim.send(("go", t0, 0, alone_s + 0.5))
+                time.sleep(max(0.0, t0 + 0.5 - time.monotonic()))
+                c0, tw = hub.cpu_seconds(), time.monotonic()
+                tag, _ = sim.recv(alone_s + 60)
+                assert tag == "done", tag
+                alone = round((hub.cpu_seconds() - c0) / (time.monotonic() - tw), 2)
+            sim.send(("close",))
+    hb = Histogram(BTN_RES_US, BTN_MAX_MS)
+    hb.merge(rep["hist_b"])
+    hv = Histogram(VAR_RES_US, VAR_MAX_MS)
+    hv.merge(rep["hist_v"])
+    conv_b = rep["converged_b"]
+    conv_v = rep["converged_v"]
+    starts = rep["var_burst_starts"]
+    cycles = [b - a for a, b in itertools.pairwise(starts)]
+    return {
+        "setup_s": round(setup_s, 1),
+        "driver": {k: v for k, v in drv.items() if k != "final"},
+        "buttons": {
+            "sent": drv["buttons_in_window"],
+            "seen": rep["b_seen"],
+            "seen_fraction": round(rep["b_seen"] / max(1, drv["buttons_in_window"]), 4),
+            "p50_ms": hb.quantile(0.5),
+            "p90_ms": hb.quantile(0.9),
+            "p99_ms": hb.quantile(0.99),
+            "max_ms": hb.quantile(1.0),
+            "dups": rep["b_dups"],
+            "missing_at_end": rep["missing_b"],
+            "converged_ms": None
+            if conv_b is None
+            else round(max(0.0, conv_b - drv["t_stop"]) * 1000),
+        },
+        "variables": {
+            "sent": drv["vars_in_window"],
+            "seen": rep["v_seen"],
+            "seen_fraction": round(rep["v_seen"] / max(1, drv["vars_in_window"]), 4),
+            "p50_ms": hv.quantile(0.5),
+            "p90_ms": hv.quantile(0.9),
+            "p99_ms": hv.quantile(0.99),
+            "max_ms": hv.quantile(1.0),
+            "dups": rep["v_dups"],
+            "missing_at_end": rep["missing_v"],
+            "converged_ms": None
+            if conv_v is None
+            else round(max(0.0, conv_v - drv["t_stop"]) * 1000),
+            "polls_seen": rep["var_polls"],
+            "poll_cycle_ms": round(median(cycles) * 1000) if cycles else None,
+            "poll_burst_ms": median(rep["var_burst_ms"]) if rep["var_burst_ms"] else None,
+        },
+        "stale_deltas": rep["stale_deltas"],
+        "adapter_states": rep["adapter_states"],
+        "window_s": round(window, 2),
+        "hub_cores": round(cpu["hub"] / window, 2),
+        "hub_cores_without_client": alone,
+        "sim_cores": round(cpu["sim"] / window, 2),
+        "sub_cores": round(cpu["sub"] / window, 2),
+        "adapter_profile": share,
+        "profile_top": prof_top,
+        "hub_lag": lag,
+        "cpu": noise,
+        "quiet_gate": quiet,
+    }
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
+    for i in range(args.runs):
+        r = run_once(
+            duration=args.duration,
+            warmup=args.warmup,
+            poll=args.poll,
+            rate=args.rate,
+            profile=not args.no_profile,
+            alone_s=args.alone,
+            keep_profile=args.profile if i == 0 else None,
+        )
+        runs.append(r)
+        b, v, prof = r["buttons"], r["variables"], r["adapter_profile"]
+        share = f"adapter {prof['adapter_pct']}% of hub samples" if prof else "no profile"
+        print(
+            f"  run {i + 1}: buttons p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} max "
+            f"{b['max_ms']:.1f} ms ({b['seen_fraction'] * 100:.1f}% seen); variables p50 "
+            f"{v['p50_ms']:.0f} p99 {v['p99_ms']:.0f} ms ({v['seen_fraction'] * 100:.1f}% seen, "
+            f"poll cycle {v['poll_cycle_ms']} ms); hub {r['hub_cores']} cores ({share}), "
+            f"sim {r['sim_cores']}, lag p99 {r['hub_lag']['p99_ms']} ms, other users' cpu "
+            f"{r['cpu']['other_cores']} cores",
+            flush=True,
+        )
+    profs = [r["adapter_profile"] for r in runs if r["adapter_profile"]]
+
+    def med(path: tuple[str, str]) -> float:
+        return median(r[path[0]][path[1]] for r in runs)
+
+    return {
+        "params": {
+            "pages": PAGES,
+            "rows": ROWS,
+            "columns": COLUMNS,
+            "button_locations": PAGES * ROWS * COLUMNS,
+            "variables": N_VARS,
+            "button_changes_per_s": args.rate,
+            "variable_changes_per_s": args.rate,
+            "poll_interval_s": args.poll,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "without_client_s": args.alone,
+            "runs": args.runs,
+        },
+        "median": {
+            "button_p50_ms": med(("buttons", "p50_ms")),
+            "button_p99_ms": med(("buttons", "p99_ms")),
+            "button_max_ms": med(("buttons", "max_ms")),
+            "button_seen_fraction": med(("buttons", "seen_fraction")),
+            "var_p50_ms": med(("variables", "p50_ms")),
+            "var_p99_ms": med(("variables", "p99_ms")),
+            "var_max_ms": med(("variables", "max_ms")),
+            "var_seen_fraction": med(("variables", "seen_fraction")),
+            "var_poll_cycle_ms": median(
+                r["variables"]["poll_cycle_ms"] for r in runs if r["variables"]["poll_cycle_ms"]
+            )
+            if any(r["variables"]["poll_cycle_ms"] for r in runs)
+            else None,
+            "hub_cores": median(r["hub_cores"] for r in runs),
+            "hub_cores_without_client": median(r["hub_cores_without_client"] for r in runs)
+            if args.alone > 0
+            else None,
+            "sim_cores": median(r["sim_cores"] for r in runs),
+            "hub_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
+            "adapter_pct": median(p["adapter_pct"] for p in profs) if profs else None,
+            "adapter_http_pct": median(p["adapter_http_pct"] for p in profs) if profs else None,
+            "adapter_satellite_pct": median(p["adapter_satellite_pct"] for p in profs)
+            if profs
+            else None,
+            "adapter_store_fanout_pct": median(p["adapter_store_fanout_pct"] for p in profs)
+            if profs
+            else None,
+            "adapter_pct_of_python": median(p["adapter_pct_of_python"] for p in profs)
+            if profs
+            else None,
+            "event_loop_c_pct": median(p["event_loop_c_pct"] for p in profs) if profs else None,
+        },
+        "runs": runs,
+    }
+
+
+def rows(r: dict[str, Any]) -> list[list[str]]:
+    p, m = r["params"], r["median"]
+    rate = f"{p['button_changes_per_s']:,}"
+    if m["adapter_pct"] is not None:
+        share = (
+            f"py-spy: adapter {m['adapter_pct']:.0f}% of the hub's samples "
+            f"({m['adapter_pct_of_python']:.0f}% of those in Python code; HTTP polling "
+            f"{m['adapter_http_pct']:.0f}%, Satellite {m['adapter_satellite_pct']:.0f}%, its "
+            f"store writes {m['adapter_store_fanout_pct']:.0f}%, uvloop C code "
+            f"{m['event_loop_c_pct']:.0f}%)"
+        )
+    else:
+        share = "no py-spy profile: hub process only"
+    alone = m.get("hub_cores_without_client")
+    alone_text = f" ({alone:.2f} with no client connected)" if alone is not None else ""
+    return [
+        [
+            f"(f) Companion: {rate} button changes/s ({p['button_locations']:,} locations) -> "
+            "hub client delta, p99 (p50)",
+            f"{m['button_p99_ms']:.1f} ms ({m['button_p50_ms']:.1f} ms), "
+            f"{m['button_seen_fraction'] * 100:.0f}% of changes seen",
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            f"(f) Companion: {rate} variable changes/s ({p['variables']:,} variables, HTTP poll "
+            f"every {p['poll_interval_s']:g} s) -> hub client delta, p99 (p50)",
+            f"{m['var_p99_ms']:.0f} ms ({m['var_p50_ms']:.0f} ms), poll cycle "
+            f"{m['var_poll_cycle_ms'] or 0:.0f} ms, {m['var_seen_fraction'] * 100:.0f}% of "
+            "changes seen",
+            "-",
+            "-",
+            "-",
+        ],
+        [
+            "(f) Companion: CPU meanwhile (cores)",
+            f"hub {m['hub_cores']:.2f}{alone_text}; {share}; simulator {m['sim_cores']:.2f}; "
+            f"hub loop lag p99 {m['hub_lag_p99_ms']:.1f} ms",
+            "-",
+            "-",
+            "-",
+        ],
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description="(f) Companion end-to-end benchmark")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of changes per run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="first seconds not recorded")
+    ap.add_argument("--rate", type=int, default=1000, help="button and variable changes/s each")
+    ap.add_argument("--poll", type=float, default=0.2, help="the adapter's poll_interval")
+    ap.add_argument(
+        "--alone", type=float, default=4.0, help="seconds of changes with no hub client (0: none)"
+    )
+    ap.add_argument("--no-profile", action="store_true", help="no py-spy (hub CPU only)")
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="keep the first run's py-spy output (and its top functions)",
+    )
+    args = ap.parse_args(argv)
+    watchdog(115 if args.runs <= 3 and args.duration <= 10 else args.runs * (args.duration + 40))
+    result = _bench(args)
+    save(NAME, result)
+    for row in rows(result):
+        print(table_row(row))
+    return result
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_hub"]:
+        _hub_main(json.loads(sys.argv[2]))
+    else:
+        main()
