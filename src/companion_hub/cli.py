@@ -100,6 +100,9 @@ async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
     from .simulator import CompanionSimulator, demo_scenario
 
     scenario = demo_scenario()
+    sim_log = logging.getLogger("companion_hub.simulator")
+    if sim_log.getEffectiveLevel() > logging.DEBUG:
+        sim_log.setLevel(logging.WARNING)  # the demo is about the hub; keep the simulator quiet
     try:
         sim = CompanionSimulator(
             scenario,
