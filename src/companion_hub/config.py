@@ -229,8 +229,10 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{where}: namespace {c.namespace!r} is not allowed")
         if not is_valid_client_name(c.name):
             raise ConfigError(f"{where}: name must match [a-z0-9][a-z0-9_-]*")
-        if c.poll_interval <= 0 or c.rows < 1 or c.columns < 1 or not c.pages:
-            raise ConfigError(f"{where}: poll_interval, rows, columns and pages must be positive")
+        if c.poll_interval < 0.05:
+            raise ConfigError(f"{where}: poll_interval {c.poll_interval}: at least 0.05 s")
+        if c.rows < 1 or c.columns < 1 or not c.pages or min(c.pages) < 1:
+            raise ConfigError(f"{where}: rows, columns and pages must be positive")
         for v in c.variables:
             conn, sep, var = v.partition(":")
             if not (sep and conn and var):

@@ -346,6 +346,14 @@ class Store:
         rev = self._commit(ns, current.key, None, version)
         return WriteResult(current.key, version, rev, True)
 
+    def touch(self, owned: Container[str], key: str, epoch: int) -> None:
+        """Count ``key`` as written by ``epoch`` for :meth:`sync` without changing it
+        (an owner that could not re-read a value this time and keeps it as it was)."""
+        ns = self._owned_ns(key, owned)
+        current = ns.entries.get(key)
+        if current is not None:
+            current.wepoch = epoch
+
     # --- owner-wide operations --------------------------------------------------------
 
     def mark_stale(self, ns_name: str, stale: bool = True, prefix: str | None = None) -> int:

@@ -31,12 +31,13 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ...core.commands import InFlight, Outcome
 from ...core.errors import ErrorCode, HubError
 from ...protocol import encode as wire
-from .http import CompanionHttp, HttpError, VariableRef
+from .http import CompanionHttp, HttpError, PollResult, VariableRef
 from .layout import Layout, valid_segment
 from .link import LinkDown, LinkTiming, ReplyTimeout, SatelliteLink
 from .satellite import (
@@ -296,15 +297,16 @@ class CompanionAdapter:
         assert self.http is not None
         failures = 0
         while True:
+            epoch = self.hub.new_epoch()
             try:
-                result = await self.http.poll(self.refs)
+                result = await self.http.poll(self.refs, partial(self._write_values, epoch=epoch))
             except (HttpError, ValueError) as exc:
                 failures += 1
                 self._http_down(str(exc))
                 delay = min(self.config.timing.backoff_max, self.config.poll_interval * failures)
             else:
                 failures = 0
-                self._http_polled(result)
+                self._http_polled(result, epoch)
                 delay = self.config.poll_interval
             self._poll_now.clear()
             with contextlib.suppress(TimeoutError):
@@ -320,11 +322,10 @@ class CompanionAdapter:
         self._http_state, self._http_detail = "disconnected", detail
         self._publish_state()
 
-    def _http_polled(self, result: Any) -> None:
+    def _write_values(self, batch: dict[VariableRef, str | None], *, epoch: int) -> None:
+        """Variables as they come in (equal values change nothing; 404 deletes)."""
         lay = self.layout
-        ns = self.config.namespace
-        epoch = self.hub.new_epoch()
-        for ref, value in result.values.items():
+        for ref, value in batch.items():
             key = lay.variable(ref.connection, ref.name)
             if key is None:
                 continue
@@ -332,6 +333,20 @@ class CompanionAdapter:
                 self._delete(key)
             else:
                 self._write(key, value, epoch)
+
+    def _http_polled(self, result: PollResult, epoch: int) -> None:
+        lay = self.layout
+        ns = self.config.namespace
+        if result.failed:
+            log.warning(
+                "some Companion variables could not be read; kept as they were",
+                extra={"failed": {str(r): why for r, why in list(result.failed.items())[:10]}},
+            )
+            # not re-read this time: keep them (do not let sync delete them)
+            for ref in result.failed:
+                key = lay.variable(ref.connection, ref.name)
+                if key is not None:
+                    self.hub.store.touch(self.owned, key, epoch)
         for conn in result.connections:
             label = conn.get("label")
             key = lay.connection(label) if isinstance(label, str) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ class PollResult:
     values: dict[VariableRef, str | None] = field(default_factory=dict)  # None: 404
     connections: list[dict[str, Any]] = field(default_factory=list)
     uptime: float | None = None
+    failed: dict[VariableRef, str] = field(default_factory=dict)  # this poll could not read
 
 
 class CompanionHttp:
@@ -104,20 +106,41 @@ class CompanionHttp:
         return data if isinstance(data, list) else []
 
     async def poll(
-        self, refs: list[VariableRef], with_connections: bool = True, concurrency: int = 8
+        self,
+        refs: list[VariableRef],
+        on_values: Callable[[dict[VariableRef, str | None]], None] | None = None,
+        with_connections: bool = True,
+        concurrency: int = 16,
     ) -> PollResult:
-        """Read every variable (``concurrency`` requests at a time), uptime, connections."""
+        """One poll: uptime (which also tells whether the API is reachable at all),
+        every variable (``concurrency`` requests at a time, each batch handed to
+        ``on_values`` as soon as it is in), then the connections.
+
+        Raises :class:`HttpError` only when the API as a whole fails (uptime or the
+        connections list); a single variable that cannot be read is reported in
+        ``failed`` and left as it was.
+        """
         result = PollResult()
-        for i in range(0, len(refs), concurrency):
-            chunk = refs[i : i + concurrency]
-            values = await asyncio.gather(*(self.get_value(r) for r in chunk))
-            result.values.update(zip(chunk, values, strict=True))
         uptime = await self.get_value(VariableRef("internal", "uptime"))
         if uptime is not None:
             try:
                 result.uptime = float(uptime)
             except ValueError:
                 result.uptime = None
+        for i in range(0, len(refs), concurrency):
+            chunk = refs[i : i + concurrency]
+            got = await asyncio.gather(*(self.get_value(r) for r in chunk), return_exceptions=True)
+            batch: dict[VariableRef, str | None] = {}
+            for ref, value in zip(chunk, got, strict=True):
+                if isinstance(value, HttpError):
+                    result.failed[ref] = value.text
+                elif isinstance(value, BaseException):
+                    raise value
+                else:
+                    batch[ref] = value
+            result.values.update(batch)
+            if on_values is not None and batch:
+                on_values(batch)
         if with_connections:
             result.connections = await self.connections()
         return result
