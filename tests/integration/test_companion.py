@@ -340,3 +340,151 @@ async def test_server_that_never_says_begin(sim: CompanionSimulator) -> None:
         await wait_until(lambda: adapter_state(srv) == "connected", 8)
     finally:
         await srv.stop()
+
+
+# --- more configurations -------------------------------------------------------------
+
+
+async def started(sim: CompanionSimulator, *configs: CompanionConfig) -> HubServer:
+    srv = HubServer(HubConfig(port=0), companions=list(configs))
+    await srv.start()
+    srv.url = f"ws://127.0.0.1:{srv.port}/ws"  # type: ignore[attr-defined]
+    return srv
+
+
+async def test_transferable_values_and_websocket_transport(sim: CompanionSimulator) -> None:
+    from companion_hub.adapters.companion.satellite import Transferable
+
+    cfg = companion_config(
+        sim,
+        transport="ws",
+        satellite_port=sim.ws_port,
+        device_id="hub-stage",
+        transferable=[
+            Transferable("tally", "output", "Tally"),
+            Transferable("fader", "input", "Fader"),
+        ],
+    )
+    sim.bind_output("hub-stage", "tally", "$(custom:note)")
+    sim.bind_input("hub-stage", "fader", "cue")
+    srv = await started(sim, cfg)
+    try:
+        await wait_until(lambda: adapter_state(srv) == "connected", 8)
+        assert srv.adapters[0].satellite.transport_kind == "ws"
+        await wait_until(
+            lambda: value(srv, "companion.surfaces.hub-stage.outputs.tally") == "hello", 5
+        )
+        c = await Client.connect(srv.url, "panel")  # type: ignore[attr-defined]
+        r = await c.request(
+            {
+                "op": "command",
+                "target": "companion",
+                "name": "set_input",
+                "params": {"name": "fader", "value": "0.75"},
+            }
+        )
+        assert r["ok"], r
+        await wait_until(
+            lambda: sim.custom_variables.get("cue") == "0.75", 3, "input reached Companion"
+        )
+        assert value(srv, "companion.surfaces.hub-stage.inputs.fader") == "0.75"
+        # an output follows its expression
+        sim.set_custom_variable("note", "PROGRAM")
+        await wait_until(
+            lambda: value(srv, "companion.surfaces.hub-stage.outputs.tally") == "PROGRAM", 5
+        )
+        await c.close()
+    finally:
+        await srv.stop()
+
+
+async def test_two_companions_each_in_its_own_namespace(
+    sim: CompanionSimulator, tmp_path: Any
+) -> None:
+    other = CompanionSimulator(None, clock=False, connection_status_changes=False)
+    await other.start()
+    try:
+        srv = await started(
+            sim,
+            companion_config(sim),
+            companion_config(other, name="backup", namespace="backup", variables=[]),
+        )
+        try:
+            await wait_until(lambda: adapter_state(srv) == "connected", 8)
+            await wait_until(
+                lambda: (value(srv, "hub.adapters.backup") or {}).get("state") == "connected", 8
+            )
+            assert value(srv, "companion.buttons.1.0.0")["text"] == "CAM 1"
+            assert any(
+                e.key.startswith("backup.buttons.")
+                for e in srv.hub.store.namespace("backup").entries.values()
+            )  # type: ignore[union-attr]
+            devices = {a.device_id for a in srv.adapters}
+            assert len(devices) == 2  # a device id per instance
+        finally:
+            await srv.stop()
+    finally:
+        await other.stop()
+
+
+async def test_bitmaps_as_data_urls(sim: CompanionSimulator) -> None:
+    srv = await started(sim, companion_config(sim, bitmaps=True, bitmap_size=36, variables=[]))
+    try:
+        await wait_until(lambda: adapter_state(srv) == "connected", 8)
+        cam = value(srv, "companion.buttons.1.0.0")
+        assert cam["image"].startswith("data:image/png;base64,")
+    finally:
+        await srv.stop()
+
+
+async def test_device_id_held_by_a_half_open_connection_is_retried(sim: CompanionSimulator) -> None:
+    """Companion sends 'Device exists elsewhere' to the old connection and nothing to the
+    new one: the adapter must time out, retry, and get the device once it is free."""
+    await sim.set_subscriptions(False)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", sim.satellite_port)
+    writer.write(
+        b'ADD-DEVICE DEVICEID="hub-held" PRODUCT_NAME="old" KEYS_TOTAL=8 KEYS_PER_ROW=4 \n'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    srv = await started(sim, companion_config(sim, device_id="hub-held", variables=[]))
+    try:
+        await asyncio.sleep(1.5)
+        assert adapter_state(srv) != "connected"  # waiting for a reply that never comes
+        writer.close()  # the old connection goes away: the id is free again
+        await wait_until(lambda: adapter_state(srv) == "connected", 10, "registered after retry")
+        assert any(d.device_id == "hub-held" for d in sim.devices())
+    finally:
+        await srv.stop()
+
+
+async def test_held_button_is_released_when_the_link_comes_back(
+    hub: HubServer, sim: CompanionSimulator
+) -> None:
+    c = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    r = await c.request(
+        {"op": "command", "target": "companion", "name": "down", "params": {"location": "1/0/1"}}
+    )
+    assert r["ok"]
+    sim.http_enabled = False  # the link drops between down and up
+    await wait_until(lambda: stale(hub, "companion.variables.custom.cue"), 3)
+    sim.http_enabled = True
+    await wait_until(
+        lambda: [p.action for p in sim.presses if p.location == "1/0/1"][-1:] == ["up"],
+        5,
+        "released",
+    )
+    assert hub.adapters[0]._held == set()
+    await c.close()
+
+
+async def test_unchanged_values_make_no_deltas(hub: HubServer, sim: CompanionSimulator) -> None:
+    before = hub.hub.store.get("companion.variables.custom.note")
+    cam = hub.hub.store.get("companion.buttons.1.0.0")
+    await asyncio.sleep(1.0)  # several polls and pings
+    after = hub.hub.store.get("companion.variables.custom.note")
+    assert before is not None and after is not None and after.rev == before.rev
+    assert hub.hub.store.get("companion.buttons.1.0.0").rev == cam.rev  # type: ignore[union-attr]
+    status = hub.hub.store.get("hub.adapters.companion")
+    await asyncio.sleep(0.5)
+    assert hub.hub.store.get("hub.adapters.companion").rev == status.rev  # type: ignore[union-attr]

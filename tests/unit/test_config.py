@@ -69,3 +69,60 @@ def test_validation_messages(tmp_path: Path, text: str, env: dict, message: str)
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings("/nonexistent/hub.toml", env={})
+
+
+def test_companion_tables_and_flags(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        """
+[[companion]]
+host = "10.0.0.5"
+variables = ["custom:cue", "internal:time_hms"]
+pages = [1, 2]
+
+[[companion.transferable]]
+id = "tally"
+type = "output"
+
+[[companion]]
+name = "backup"
+namespace = "backup"
+host = "10.0.0.6"
+transport = "ws"
+""",
+    )
+    s = load_settings(p, env={})
+    first, second = (c.adapter_config() for c in s.companion)
+    assert (first.host, first.port, first.http_port, first.pages) == (
+        "10.0.0.5",
+        16622,
+        8000,
+        [1, 2],
+    )
+    assert first.transferable[0].id == "tally" and first.transferable[0].type == "output"
+    assert (second.namespace, second.port) == ("backup", 16623)
+    # flags configure the first instance
+    s = load_settings(
+        p, env={}, overrides={"companion_host": "10.9.9.9", "companion_http_port": 8888}
+    )
+    assert s.companion[0].host == "10.9.9.9" and s.companion[0].http_port == 8888
+    assert s.companion[1].host == "10.0.0.6"
+    # and create one when the file has none
+    s = load_settings(env={}, overrides={"companion_host": "studio", "companion_transport": "ws"})
+    assert [(c.host, c.transport) for c in s.companion] == [("studio", "ws")]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('transport = "udp"', "transport 'udp'"),
+        ('namespace = "app.x"', "namespace 'app.x' is not allowed"),
+        ('variables = ["cue"]', "expected 'connection:name'"),
+        ("poll_interval = 0", "at least 0.05 s"),
+        ('transferable = [{ id = "x", type = "both" }]', "type is 'input' or 'output'"),
+    ],
+)
+def test_companion_validation(tmp_path: Path, table: str, message: str) -> None:
+    p = write(tmp_path, f"[[companion]]\n{table}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(p, env={})
