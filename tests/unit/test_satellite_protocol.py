@@ -153,3 +153,19 @@ def test_too_old_api_is_fatal() -> None:
     p.receive_data('BEGIN CompanionVersion="3.2.0" ApiVersion="1.5.0" \n')
     ev = p.events()
     assert isinstance(ev[-1], ProtocolError) and ev[-1].fatal
+
+
+def test_messages_the_hub_does_not_use_are_accepted_quietly() -> None:
+    p = SatelliteProtocol(SatelliteOptions("hub-x", pages=[1], rows=1, columns=1))
+    p.receive_data(BEGIN + "CAPS SUBSCRIPTIONS=0 \n")
+    p.events()
+    p.receive_data(
+        'KEYS-CLEAR DEVICEID="hub-x" \n'
+        'LOCKED-STATE DEVICEID="hub-x" LOCKED=1 CHARACTER_COUNT=0 ROTATION=0 \n'
+        'DEVICE-CONFIG DEVICEID="hub-x" CONFIG="e30=" \n'
+        'REMOVE-DEVICE OK DEVICEID="hub-x" \n'
+        "PONG 7 \n"
+    )
+    ev = p.events()
+    assert not [e for e in ev if isinstance(e, ProtocolError)]
+    assert len(ev) == 1  # only the Pong
