@@ -1,0 +1,1 @@
+"""The event log: durable append-only history, restart recovery, audit tools."""
