@@ -127,6 +127,9 @@ class Store:
         self._hist: list[str] = []  # _hist[i] is the key changed at revision _hist_base + i
         self._hist_base = start_rev + 1
         self._last_ts = 0
+        # who is making the next changes (a client name, "adapter:<name>" or "hub"),
+        # set by the caller before it writes; recorded in the event log
+        self.actor = "hub"
 
     def _now(self) -> int:
         """The clock, reusing the previous int object while the millisecond is the same
@@ -136,6 +139,37 @@ class Store:
             return self._last_ts
         self._last_ts = t
         return t
+
+    def restore(
+        self,
+        *,
+        rev: int,
+        namespaces: Iterable[tuple[str, str]],
+        entries: Iterable[Entry],
+        tombstones: dict[str, int],
+        history: list[str],
+    ) -> None:
+        """Load a recovered state (start-up only: no listeners are called).
+
+        ``history`` holds the keys changed at revisions ``rev - len(history) + 1 .. rev``
+        so that clients resuming from before the restart get incremental snapshots.
+        """
+        for name, owner in namespaces:
+            self.register_namespace(name, owner)
+        for e in entries:
+            ns = self.namespace_of(e.key)
+            if ns is None:  # not in the namespace table (an old or damaged log)
+                owner = e.owner[4:] if e.owner.startswith("app.") else f"adapter:{e.owner}"
+                ns = self.register_namespace(e.owner, owner)
+            ns.entries[e.key] = e
+        for key, version in tombstones.items():
+            ns = self.namespace_of(key)
+            if ns is not None and key not in ns.entries:
+                ns.tombstones[key] = version
+        self.rev = rev
+        keep = history[-self._history_limit :]
+        self._hist = list(keep)
+        self._hist_base = rev - len(keep) + 1
 
     # --- namespaces -----------------------------------------------------------------
 

@@ -337,6 +337,15 @@ class EventLog:
         while rows := cur.fetchmany(batch):
             yield from rows
 
+    def keys_between(self, after: int, upto: int) -> list[str]:
+        """The keys changed at revisions ``after+1 .. upto``, in order."""
+        return [
+            str(r[0])
+            for r in self.db.execute(
+                "SELECT key FROM changes WHERE rev > ? AND rev <= ? ORDER BY rev", (after, upto)
+            )
+        ]
+
     def namespaces(self) -> list[tuple[str, str]]:
         return [(str(a), str(b)) for a, b in self.db.execute("SELECT name, owner FROM namespaces")]
 

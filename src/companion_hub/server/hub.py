@@ -17,15 +17,18 @@ import secrets
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import SERVER_NAME, __version__
-from ..core.commands import CommandRouter, ResultCallback
+from ..core.commands import CommandRouter, Outcome, ResultCallback
 from ..core.delivery import DeliveryQueue, Delta
 from ..core.keys import Pattern
 from ..core.limits import Limits
 from ..core.patterns import PatternIndex
 from ..core.store import Change, Store
+from ..eventlog.recorder import Recorder, Recovered, recover
+from ..eventlog.store import SCHEMA, EventLog, LogSettings
 from ..protocol import encode as wire
 
 if TYPE_CHECKING:
@@ -54,6 +57,14 @@ class HubConfig:
     # Delivery window: at most this many bytes sent to a client and not yet
     # confirmed by its pong; beyond it, deltas wait (and coalesce) in the hub.
     delivery_window_bytes: int = 128 * 1024
+    # The event log: a directory (the database is <dir>/hub.sqlite3), ":memory:" for
+    # a log that lives as long as the process, or None for no log at all.
+    data_dir: str | None = None
+    log_flush_interval: float = 0.02
+    log_max_pending: int = 200_000
+    log_snapshot_every: int = 200_000
+    log_retention_changes: int = 5_000_000
+    log_retention_days: float = 30.0
 
 
 class Hub:
@@ -76,12 +87,84 @@ class Hub:
         self.sessions: dict[str, Session] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epochs = itertools.count(1)
+        self.event_log: EventLog | None = None
+        self.recorder: Recorder | None = None
+        self.recovered: Recovered | None = None
+        if self.config.data_dir is not None:
+            self._open_log()
         self.store.add_listener(self._fan_out)
         self.store.register_namespace(HUB_NAMESPACE, HUB_NAMESPACE)
         self._hub_owned = frozenset({HUB_NAMESPACE})
+        if self.recovered is not None:
+            # everything restored is unconfirmed until its owner writes it again
+            self.store.actor = "hub"
+            for ns in self.recovered.namespaces:
+                self.store.mark_stale(ns)
         self.set_hub_key(
             "hub.info", {"version": __version__, "started": self.started_ms, "hub": self.hub_id}
         )
+
+    def _open_log(self) -> None:
+        """Open the event log, take the hub id from it and recover the state (blocking:
+        the hub is not serving yet)."""
+        cfg = self.config
+        assert cfg.data_dir is not None
+        if cfg.data_dir == ":memory:":
+            path = ":memory:"
+        else:
+            Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+            path = str(Path(cfg.data_dir) / "hub.sqlite3")
+        event_log = EventLog(
+            LogSettings(
+                path=path,
+                flush_interval=cfg.log_flush_interval,
+                max_pending=cfg.log_max_pending,
+                snapshot_every=cfg.log_snapshot_every,
+                retention_changes=cfg.log_retention_changes,
+                retention_days=cfg.log_retention_days,
+            )
+        )
+        stored_id = event_log.meta("hub_id")
+        if stored_id is None:
+            event_log.set_meta("hub_id", self.hub_id)
+            event_log.set_meta("schema", str(SCHEMA))
+        else:
+            self.hub_id = stored_id
+        self.recovered = recover(event_log, self.store, self.limits.history_changes)
+        log.info(
+            "state recovered from the event log",
+            extra={
+                "path": path,
+                "hub": self.hub_id,
+                "rev": self.recovered.rev,
+                "keys": self.recovered.keys,
+                "replayed": self.recovered.changes_replayed,
+                "seconds": round(self.recovered.seconds, 3),
+            },
+        )
+        self.event_log = event_log
+        self.recorder = Recorder(event_log, self.store, cfg.log_snapshot_every)
+
+    def register_namespace(self, name: str, owner: str) -> None:
+        """Create (or confirm) a namespace and record it in the log."""
+        known = self.store.namespace(name)
+        self.store.register_namespace(name, owner)
+        if known is None and self.recorder is not None:
+            self.recorder.namespace(name, owner)
+
+    @property
+    def log_over_limit(self) -> bool:
+        return self.event_log is not None and self.event_log.over_limit
+
+    async def wait_log_room(self) -> None:
+        """Hold a writer while the log's backlog is over its limit (the disk is behind):
+        resume when half of it is written."""
+        event_log = self.event_log
+        if event_log is None:
+            return
+        low = event_log.settings.max_pending // 2
+        while event_log.pending > low:  # noqa: ASYNC110 - the writer is a thread
+            await asyncio.sleep(0.005)
 
     @property
     def server_name(self) -> str:
@@ -105,6 +188,8 @@ class Hub:
             q.push_delta(key, d)
 
     def publish_event(self, key: str, data: Any, source: str) -> int:
+        if self.recorder is not None:
+            self.recorder.event(key, data, source)
         queues = self.event_index.match(key)
         if queues:
             msg = wire.event(key, wire.encode(data), source, now_ms())
@@ -193,6 +278,24 @@ class Hub:
 
         Raises HubError when the command is refused before delivery.
         """
+        recorder = self.recorder
+        if recorder is not None:
+            started = time.monotonic()
+            reply = on_result
+
+            def on_result(outcome: Outcome) -> None:
+                recorder.command(
+                    caller=source,
+                    target=target,
+                    name=name,
+                    params=params,
+                    ok=outcome.ok,
+                    result=outcome.result,
+                    error=None if outcome.error is None else outcome.error.to_wire(),
+                    duration_ms=(time.monotonic() - started) * 1000,
+                )
+                reply(outcome)
+
         cmd = self.router.submit(
             caller=caller,
             source=source,
@@ -217,6 +320,8 @@ class Hub:
 
     def start_background(self) -> None:
         self.track(asyncio.get_running_loop().create_task(self._progress_loop(), name="progress"))
+        if self.event_log is not None:
+            self.event_log.start()
 
     async def _progress_loop(self) -> None:
         hb = self.config.heartbeat_ms
@@ -238,3 +343,7 @@ class Hub:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.event_log is not None and self.recorder is not None:
+            self.recorder.snapshot()  # a fast start next time
+            await asyncio.to_thread(self.event_log.close)
+            self.event_log = None

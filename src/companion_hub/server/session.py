@@ -163,11 +163,15 @@ class Session:
         old = hub.sessions.get(self.client)
         if old is not None:
             old.replace()
+            if hub.recorder is not None:
+                hub.recorder.session(
+                    "takeover", self.client, address=self.address, session=old.session_id
+                )
         namespaces = hub.namespaces_for(self.client)
         owned = []
         for ns in namespaces:
             try:
-                hub.store.register_namespace(ns, self.client)
+                hub.register_namespace(ns, self.client)
             except HubError as exc:
                 log.warning(
                     "namespace not granted",
@@ -179,6 +183,10 @@ class Session:
         self.owned = frozenset(owned)
         hub.sessions[self.client] = self
         hub.client_connected(self)
+        if hub.recorder is not None:
+            hub.recorder.session(
+                "connect", self.client, address=self.address, session=self.session_id
+            )
         log.info(
             "client connected",
             extra={
@@ -225,9 +233,18 @@ class Session:
         if not self.replaced and self.client and hub.sessions.get(self.client) is self:
             del hub.sessions[self.client]
             hub.router.owner_gone(self, "the owner disconnected")
+            hub.store.actor = "hub"
             for ns in self.owned:
                 hub.store.mark_stale(ns)
             hub.client_disconnected(self)
+            if hub.recorder is not None:
+                hub.recorder.session(
+                    "disconnect",
+                    self.client,
+                    address=self.address,
+                    session=self.session_id,
+                    reason=f"close code {self.ws.close_code}",
+                )
             log.info(
                 "client disconnected",
                 extra={
@@ -300,7 +317,10 @@ class Session:
         """Handle a frame's messages in order. A client that sends requests faster than
         it reads the replies is paused (we stop reading its frames) while more than
         CONTROL_BACKLOG_BYTES of replies wait for it."""
+        hub = self.hub
         for item in items:
+            if hub.log_over_limit:  # the disk is behind: hold this writer briefly
+                await hub.wait_log_room()
             self._handle(item)
             if self.queue.control_bytes > CONTROL_BACKLOG_BYTES:
                 self._room.clear()
@@ -399,6 +419,7 @@ class Session:
             return
         try:
             handler = _HANDLERS[type(msg)]
+            self.hub.store.actor = self.client
             handler(self, msg)
         except HubError as err:
             self._send(self._error_reply(msg.id, err))

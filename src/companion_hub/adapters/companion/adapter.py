@@ -113,6 +113,7 @@ class CompanionAdapter:
         self.config = config
         self.layout = Layout(config.namespace)
         self.owned = frozenset({config.namespace})
+        self.actor = f"adapter:{config.name}"  # owner of the namespace, actor in the log
         self.device_id = config.device_id or default_device_id(hub.config.port, config.name)
         self.refs = [VariableRef.parse(v) for v in config.variables]
         self.satellite = SatelliteLink(
@@ -150,7 +151,7 @@ class CompanionAdapter:
 
     async def start(self) -> None:
         hub = self.hub
-        hub.store.register_namespace(self.config.namespace, f"adapter:{self.config.name}")
+        hub.register_namespace(self.config.namespace, self.actor)
         hub.router.set_owner(self.config.namespace, self)
         self._publish_state()
         self._tasks.append(asyncio.create_task(self.satellite.run(), name="companion-satellite"))
@@ -172,6 +173,7 @@ class CompanionAdapter:
         if self.http is not None:
             await self.http.close()
         self.hub.router.owner_gone(self, "the Companion adapter stopped")
+        self.hub.store.actor = self.actor
         self.hub.store.mark_stale(self.config.namespace)
         self._sat_state = ("disconnected", "adapter stopped", None)
         self._http_state = "disconnected" if self.config.http else "off"
@@ -180,10 +182,12 @@ class CompanionAdapter:
     # --- store helpers ----------------------------------------------------------------------
 
     def _write(self, key: str, value: Any, epoch: int) -> None:
+        self.hub.store.actor = self.actor
         self.hub.store.set(self.owned, key, wire.encode_value(value), value, None, epoch)
 
     def _delete(self, key: str) -> None:
         if self.hub.store.get(key) is not None:
+            self.hub.store.actor = self.actor
             self.hub.store.delete(self.owned, key)
 
     def _publish_state(self) -> None:
@@ -211,6 +215,7 @@ class CompanionAdapter:
     def _on_satellite_state(self, state: str, detail: str, retry: float | None) -> None:
         if state == "disconnected":
             n = 0
+            self.hub.store.actor = self.actor
             for prefix in (self.layout.buttons, self.layout.surfaces, self.layout.info):
                 n += self.hub.store.mark_stale(self.config.namespace, prefix=prefix)
             self._synced_event.clear()
@@ -275,6 +280,7 @@ class CompanionAdapter:
         else:
             page = self.satellite.proto.device_page if self.satellite.proto else None
             prefix = lay.button_page(page) if page is not None else None
+        self.hub.store.actor = self.actor
         removed = [] if prefix is None else self.hub.store.sync(ns, self._sat_epoch, prefix)
         # transferable inputs and the surface are re-written on every registration
         for var, value in self.satellite.inputs.items():
@@ -315,6 +321,7 @@ class CompanionAdapter:
     def _http_down(self, detail: str) -> None:
         if self._http_state != "disconnected":
             n = 0
+            self.hub.store.actor = self.actor
             for prefix in (self.layout.variables, self.layout.connections):
                 n += self.hub.store.mark_stale(self.config.namespace, prefix=prefix)
             log.warning("Companion HTTP API unreachable", extra={"reason": detail, "stale_keys": n})
@@ -362,6 +369,7 @@ class CompanionAdapter:
                 },
                 epoch,
             )
+        self.hub.store.actor = self.actor
         self.hub.store.sync(ns, epoch, prefix=lay.variables)
         self.hub.store.sync(ns, epoch, prefix=lay.connections)
         restarted = (

@@ -1,0 +1,200 @@
+"""The hub's side of the event log: recovery at start, recording while running.
+
+Recovery (:func:`recover`) loads the latest compact snapshot and replays the changes
+after it into the store, with the hub's own namespace rebuilt rather than restored
+(its keys become tombstones, so their versions continue). The caller then marks every
+restored namespace stale through the normal commit path, so that the stale flips get
+revisions (and reach clients that resume from before the restart).
+
+The :class:`Recorder` turns every committed change, event, command outcome and
+session event into a row for the log's writer thread. Nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ..core.store import Change, Entry, Store
+from .store import ChangeRow, EventLog
+
+log = logging.getLogger("companion_hub.eventlog")
+
+HUB_NAMESPACE = "hub"
+_enc = msgspec.json.Encoder()
+
+
+def _is_hub_key(key: str) -> bool:
+    return key == HUB_NAMESPACE or key.startswith(HUB_NAMESPACE + ".")
+
+
+@dataclass
+class Recovered:
+    rev: int
+    keys: int
+    changes_replayed: int
+    snapshot_rev: int
+    seconds: float
+    namespaces: list[str]
+
+
+def recover(event_log: EventLog, store: Store, history_limit: int) -> Recovered:
+    """Load the logged state into an empty store (blocking: start-up only)."""
+    t0 = time.perf_counter()
+    image = event_log.latest_snapshot()
+    state: dict[str, Entry] = {}
+    tombstones: dict[str, int] = {}
+    base = 0
+    if image is not None:
+        base = image.rev
+        tombstones.update(image.tombstones)
+        for se in image.entries:
+            state[se.key] = Entry(
+                se.key, bytes(se.value), se.version, se.rev, se.owner, False, se.ts
+            )
+    # keys changed before the snapshot that the log still has: the resume window
+    start = max(event_log.oldest_rev(), base - history_limit)
+    history: list[str] = event_log.keys_between(start, base) if start < base else []
+    if len(history) != base - start:
+        history = []  # not contiguous: no incremental resume from before the snapshot
+    rev = base
+    replayed = 0
+    for row in event_log.changes_after(base):
+        r, key, version, deleted, value, owner, stale, ts, _actor = row
+        if r != rev + 1:
+            log.warning("gap in the logged revisions", extra={"after": rev, "next": r})
+            history.clear()  # incremental resume cannot span a gap
+        rev = r
+        replayed += 1
+        history.append(key)
+        if deleted:
+            state.pop(key, None)
+            tombstones[key] = version
+        else:
+            state[key] = Entry(key, value or b"null", version, r, owner, bool(stale), ts)
+            tombstones.pop(key, None)
+    # the hub's own keys are rebuilt: keep only their versions
+    for key in [k for k in state if _is_hub_key(k)]:
+        tombstones[key] = state.pop(key).version
+    namespaces = [(n, o) for n, o in event_log.namespaces() if n != HUB_NAMESPACE]
+    store.restore(
+        rev=rev,
+        namespaces=namespaces,
+        entries=state.values(),
+        tombstones=tombstones,
+        history=history,
+    )
+    return Recovered(
+        rev=rev,
+        keys=len(state),
+        changes_replayed=replayed,
+        snapshot_rev=base,
+        seconds=time.perf_counter() - t0,
+        namespaces=sorted({n for n, _ in namespaces}),
+    )
+
+
+class Recorder:
+    """Feeds the log from the running hub (event loop side; never blocks)."""
+
+    def __init__(self, event_log: EventLog, store: Store, snapshot_every: int) -> None:
+        self.log = event_log
+        self.store = store
+        self.snapshot_every = max(1, snapshot_every)
+        self._since_snapshot = 0
+        self._snapshot_scheduled = False
+        store.add_listener(self.on_change)
+
+    # --- changes ------------------------------------------------------------------------
+
+    def on_change(self, change: Change) -> None:
+        e = change.entry
+        store = self.store
+        row: ChangeRow
+        if e is None:
+            ns = store.namespace_of(change.key)
+            row = (
+                change.rev,
+                change.key,
+                change.version,
+                1,
+                None,
+                ns.name if ns is not None else "",
+                0,
+                int(time.time() * 1000),
+                store.actor,
+            )
+        else:
+            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, int(e.stale), e.ts, store.actor)
+        self.log.append_change(row)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every and not self._snapshot_scheduled:
+            self._snapshot_scheduled = True
+            asyncio.get_running_loop().call_soon(self.snapshot)
+
+    def snapshot(self) -> None:
+        """Queue a compact image of the current state (after the changes before it)."""
+        self._snapshot_scheduled = False
+        self._since_snapshot = 0
+        store = self.store
+        entries: list[Entry] = []
+        tombstones: dict[str, int] = {}
+        for ns in store.namespaces():
+            if ns.name == HUB_NAMESPACE:
+                continue
+            entries.extend(ns.entries.values())
+            tombstones.update(ns.tombstones)
+        self.log.append_snapshot(store.rev, entries, tombstones)
+
+    def namespace(self, name: str, owner: str) -> None:
+        self.log.append_namespace(name, owner)
+
+    # --- records ---------------------------------------------------------------------
+
+    def _record(self, kind: str, client: str | None, key: str | None, data: Any) -> None:
+        self.log.append_record(
+            (self.store.rev, int(time.time() * 1000), kind, client, key, _enc.encode(data))
+        )
+
+    def event(self, key: str, data: Any, source: str) -> None:
+        self._record("event", source, key, {"data": data})
+
+    def command(
+        self,
+        *,
+        caller: str,
+        target: str,
+        name: str,
+        params: dict[str, Any],
+        ok: bool,
+        result: Any,
+        error: dict[str, Any] | None,
+        duration_ms: float,
+    ) -> None:
+        data: dict[str, Any] = {
+            "name": name,
+            "params": params,
+            "target": target,
+            "ok": ok,
+            "duration_ms": round(duration_ms, 3),
+        }
+        if ok:
+            data["result"] = result
+        else:
+            data["error"] = error
+        self._record("command", caller, target, data)
+
+    def session(
+        self, event: str, client: str, *, address: str = "", session: str = "", reason: str = ""
+    ) -> None:
+        self._record(
+            "session",
+            client,
+            None,
+            {"event": event, "address": address, "session": session, "reason": reason},
+        )
