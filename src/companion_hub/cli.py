@@ -28,6 +28,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "text"])
     p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the event log lives (default: the user's data directory; "
+        "'memory' keeps it in memory only)",
+    )
+    p.add_argument(
         "--companion",
         metavar="HOST",
         help="mirror the Companion at HOST (Satellite on 16622, HTTP on 8000 unless set)",
@@ -45,6 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "port": args.port,
             "log_level": args.log_level,
             "log_format": args.log_format,
+            "data_dir": args.data_dir,
             "companion_host": args.companion,
             "companion_satellite_port": args.companion_satellite_port,
             "companion_http_port": args.companion_http_port,

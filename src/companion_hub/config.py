@@ -32,6 +32,7 @@ import msgspec
 
 from .core.keys import is_valid_client_name, is_valid_key
 from .core.limits import Limits
+from .eventlog.store import default_data_dir
 from .server.hub import HubConfig
 
 if TYPE_CHECKING:
@@ -114,6 +115,16 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
+class LogFile(msgspec.Struct, forbid_unknown_fields=True):
+    """``[log]``: the event log's batching, back-pressure, snapshots and retention."""
+
+    flush_interval: float = 0.02
+    max_pending: int = 200_000
+    snapshot_every: int = 200_000
+    retention_changes: int = 5_000_000
+    retention_days: float = 30.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8420
@@ -123,6 +134,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     companion: list[CompanionFile] = msgspec.field(default_factory=list)
+    # where the event log lives: a directory, "memory" (no file: gone at exit),
+    # or "" for the default (the user's data directory)
+    data_dir: str = ""
+    log: LogFile = msgspec.field(default_factory=LogFile)
+
+    def resolved_data_dir(self) -> str:
+        if self.data_dir == "memory":
+            return ":memory:"
+        return self.data_dir or str(default_data_dir())
 
     def hub_config(self) -> HubConfig:
         return HubConfig(
@@ -131,6 +151,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             heartbeat_ms=self.heartbeat_ms,
             limits=Limits(**msgspec.structs.asdict(self.limits)),
             grants=self.grants,
+            data_dir=self.resolved_data_dir(),
+            log_flush_interval=self.log.flush_interval,
+            log_max_pending=self.log.max_pending,
+            log_snapshot_every=self.log.snapshot_every,
+            log_retention_changes=self.log.retention_changes,
+            log_retention_days=self.log.retention_days,
         )
 
 
@@ -141,6 +167,7 @@ ENV_VARS = {
     "heartbeat_ms": "HEARTBEAT_MS",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
+    "data_dir": "DATA_DIR",
 }
 
 
@@ -214,6 +241,11 @@ def _validate(s: Settings) -> None:
     for name, value in msgspec.structs.asdict(s.limits).items():
         if value < 1:
             raise ConfigError(f"limits.{name} = {value}: must be positive")
+    lg = s.log
+    if lg.flush_interval <= 0 or lg.max_pending < 1000 or lg.snapshot_every < 1:
+        raise ConfigError("log: flush_interval > 0, max_pending >= 1000, snapshot_every >= 1")
+    if lg.retention_changes < 1 or lg.retention_days <= 0:
+        raise ConfigError("log: retention_changes and retention_days must be positive")
     names = [c.name for c in s.companion]
     if len(set(names)) != len(names):
         raise ConfigError("companion: each [[companion]] needs its own name")

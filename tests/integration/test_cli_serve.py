@@ -41,7 +41,18 @@ def test_serve_with_config_env_and_flags(tmp_path: Path) -> None:
     cfg.write_text('port = 1\nheartbeat_ms = 1234\nlog_format = "json"\n')
     env = {**os.environ, "COMPANION_HUB_LOG_LEVEL": "info"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "companion_hub", "serve", "--config", str(cfg), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "companion_hub",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,13 +82,23 @@ def test_serve_with_config_env_and_flags(tmp_path: Path) -> None:
     assert "hub listening" in events and "shutting down" in events
     assert any("development mode" in e for e in events)
     assert "Task was destroyed" not in err
+    assert (tmp_path / "data" / "hub.sqlite3").exists()  # the event log
 
 
 def test_serve_rejects_bad_config(tmp_path: Path) -> None:
     cfg = tmp_path / "hub.toml"
     cfg.write_text("heartbeat_ms = -5\n")
     r = subprocess.run(
-        [sys.executable, "-m", "companion_hub", "serve", "--config", str(cfg)],
+        [
+            sys.executable,
+            "-m",
+            "companion_hub",
+            "serve",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            "memory",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

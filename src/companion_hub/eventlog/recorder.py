@@ -84,7 +84,7 @@ def recover(event_log: EventLog, store: Store, history_limit: int) -> Recovered:
     namespaces = [(n, o) for n, o in event_log.namespaces() if n != HUB_NAMESPACE]
     store.restore(
         rev=rev,
-        namespaces=namespaces,
+        namespaces=[(HUB_NAMESPACE, HUB_NAMESPACE), *namespaces],
         entries=state.values(),
         tombstones=tombstones,
         history=history,
@@ -145,10 +145,12 @@ class Recorder:
         entries: list[Entry] = []
         tombstones: dict[str, int] = {}
         for ns in store.namespaces():
-            if ns.name == HUB_NAMESPACE:
-                continue
-            entries.extend(ns.entries.values())
             tombstones.update(ns.tombstones)
+            if ns.name == HUB_NAMESPACE:
+                # rebuilt at start, not restored: keep only the versions (never reused)
+                tombstones.update({k: e.version for k, e in ns.entries.items()})
+            else:
+                entries.extend(ns.entries.values())
         self.log.append_snapshot(store.rev, entries, tombstones)
 
     def namespace(self, name: str, owner: str) -> None:

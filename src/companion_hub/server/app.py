@@ -69,8 +69,12 @@ async def health_live(request: web.Request) -> web.Response:
 
 async def health_ready(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    body = wire.encode({"status": "ok", "hub": hub.hub_id, "rev": hub.store.rev})
-    return _json(body)
+    doc: dict[str, Any] = {"status": "ok", "hub": hub.hub_id, "rev": hub.store.rev}
+    if hub.event_log is not None:
+        # every change up to durable_rev is committed to the log on disk
+        doc["durable_rev"] = hub.event_log.durable_rev
+        doc["log_pending"] = hub.event_log.pending
+    return _json(wire.encode(doc))
 
 
 async def get_state(request: web.Request) -> web.Response:
