@@ -350,14 +350,24 @@ class EventLog:
         return [(str(a), str(b)) for a, b in self.db.execute("SELECT name, owner FROM namespaces")]
 
 
-def encode_snapshot(rev: int, entries: list[Any], tombstones: dict[str, int]) -> bytes:
-    return _snap_enc.encode(
-        SnapshotImage(
-            rev,
+def encode_snapshot(
+    rev: int, entries: list[Any], tombstones: dict[str, int], chunk: int = 5_000
+) -> bytes:
+    """The snapshot's JSON, encoded in slices so that the writer thread gives the GIL
+    back to the event loop between them (a million entries in one call would hold it
+    for a good part of a second)."""
+    parts: list[bytes] = []
+    for i in range(0, len(entries), chunk):
+        part = _snap_enc.encode(
             [
                 SnapshotEntry(e.key, msgspec.Raw(e.raw), e.version, e.rev, e.owner, e.ts)
-                for e in entries
-            ],
-            tombstones,
+                for e in entries[i : i + chunk]
+            ]
         )
+        parts.append(part[1:-1])
+        time.sleep(0)  # let the loop run
+    return b'{"rev":%d,"entries":[%b],"tombstones":%b}' % (
+        rev,
+        b",".join(p for p in parts if p),
+        _snap_enc.encode(tombstones),
     )
