@@ -219,7 +219,12 @@ class Hub:
 
     def set_hub_key(self, key: str, value: Any) -> None:
         raw = wire.encode(value)
-        self.store.set(self._hub_owned, key, raw, value)
+        store = self.store
+        actor, store.actor = store.actor, "hub"
+        try:
+            store.set(self._hub_owned, key, raw, value)
+        finally:
+            store.actor = actor
 
     def namespaces_for(self, client: str) -> list[str]:
         return [f"app.{client}", *self.config.grants.get(client, [])]
