@@ -168,6 +168,13 @@ def parse_point(text: str) -> Point:
 # --- items ----------------------------------------------------------------------------
 
 
+def _blob(v: Any) -> bytes | None:
+    """A JSON column as bytes (the writer stores bytes; tolerate text)."""
+    if v is None:
+        return None
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
 def _raw(b: bytes | None) -> msgspec.Raw | None:
     return None if b is None else msgspec.Raw(b)
 
@@ -224,7 +231,7 @@ class ChangeItem:
             str(key),
             int(version),
             bool(deleted),
-            None if value is None else bytes(value),
+            _blob(value),
             str(owner),
             bool(stale),
             int(ts),
@@ -321,8 +328,8 @@ def make_filter(
         raise LogError(exc.message) from None
     tys: list[str] = []
     for t in types:
-        for part in t.split(","):
-            part = part.strip()
+        for piece in t.split(","):
+            part = piece.strip()
             if not part:
                 continue
             if part not in RECORD_TYPES:
@@ -435,7 +442,7 @@ def _iter_records(conn: sqlite3.Connection, f: LogFilter) -> Iterator[RecordItem
             str(typ),
             None if client is None else str(client),
             None if key is None else str(key),
-            None if data is None else bytes(data),
+            _blob(data),
         )
 
 
@@ -595,7 +602,7 @@ def _stale_flags(conn: sqlite3.Connection, revs: Sequence[int]) -> dict[int, boo
 
 def _snapshot(conn: sqlite3.Connection, rev: int) -> SnapshotImage:
     (data,) = conn.execute("SELECT data FROM snapshots WHERE rev = ?", (rev,)).fetchone()
-    return _snap_dec.decode(data)
+    return _snap_dec.decode(_blob(data) or b"null")
 
 
 def _snapshot_entries(
@@ -604,16 +611,12 @@ def _snapshot_entries(
     chosen = [e for e in image.entries if not patterns or any(match(p, e.key) for p in patterns)]
     flags = _stale_flags(conn, [e.rev for e in chosen if e.rev > oldest])
     return {
-        e.key: StateEntry(
-            e.key, bytes(e.value), e.version, e.rev, e.owner, flags.get(e.rev), e.ts
-        )
+        e.key: StateEntry(e.key, bytes(e.value), e.version, e.rev, e.owner, flags.get(e.rev), e.ts)
         for e in chosen
     }
 
 
-def state_at(
-    conn: sqlite3.Connection, point: Point | int, patterns: Iterable[str] = ()
-) -> StateAt:
+def state_at(conn: sqlite3.Connection, point: Point | int, patterns: Iterable[str] = ()) -> StateAt:
     """The state (keys matching ``patterns``, all if none) as it was at ``point``.
 
     Rebuilt from the latest snapshot at or before it plus the changes up to it; or,
@@ -641,8 +644,11 @@ def _state_at(conn: sqlite3.Connection, point: Point, pats: list[Pattern]) -> St
     ]
     if point.kind == "time":
         rev = rev_at_time(conn, point.value)
-        if rev <= b.oldest and b.oldest > 0 and not any(r == rev and t <= point.value
-                                                         for r, t in snaps):
+        if (
+            rev <= b.oldest
+            and b.oldest > 0
+            and not any(r == rev and t <= point.value for r, t in snaps)
+        ):
             raise RetentionGap(
                 f"{point} is before the oldest history the log keeps (rev {b.oldest + 1}); "
                 "retention removed what came before",
@@ -681,11 +687,29 @@ def _state_at(conn: sqlite3.Connection, point: Point, pats: list[Pattern]) -> St
     for key, e in _snapshot_entries(conn, _snapshot(conn, snap), pats, b.oldest).items():
         if key not in known and key not in later:
             result[key] = e
+    # A key whose first change after the point is its creation (version 1, a new value)
+    # did not exist at the point. A stale flip of a version-1 value looks the same except
+    # for its ts, which is the value's (older) time: only a ts later than every retained
+    # change up to the point proves a creation. Anything else is unknown.
+    (upto_ts,) = conn.execute(
+        "SELECT MAX(ts) FROM changes WHERE rev > ? AND rev <= ?", (b.oldest, rev)
+    ).fetchone()
     missing = sorted(
-        k for k, c in later.items() if k not in known and (c.deleted or c.version != 1)
+        k
+        for k, c in later.items()
+        if k not in known
+        and not (
+            c.version == 1
+            and not c.deleted
+            and not c.stale
+            and upto_ts is not None
+            and c.ts > upto_ts
+        )
     )
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
         raise RetentionGap(
             f"the state at {point} is incomplete: retention removed the changes up to rev "
             f"{b.oldest}, and {len(missing)} key(s) changed between rev {rev} and the "
