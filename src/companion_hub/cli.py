@@ -189,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(p)
     p.set_defaults(func=cmd_demo)
     from .cli_client import add_client_commands
+    from .eventlog.tools import add_log_command
 
     add_client_commands(sub)
+    add_log_command(sub)
     try:
         from .simulator.cli import add_simulate_command
     except ImportError:  # the simulator is being built

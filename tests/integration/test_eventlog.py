@@ -317,3 +317,24 @@ async def test_events_commands_and_sessions_are_recorded(tmp_path: Path) -> None
     assert command["params"] == {"x": 1} and command["duration_ms"] >= 0
     sessions = [json.loads(d)["event"] for t, c, _, d in rows if t == "session" and c == "tally"]
     assert sessions == ["connect", "disconnect"]
+
+
+async def test_api_log_on_a_live_hub(tmp_path: Path) -> None:
+    import aiohttp
+
+    a = await start(tmp_path)
+    c = await Client.connect(a.url, "tally")  # type: ignore[attr-defined]
+    for i in range(3):
+        await c.ok({"op": "set", "key": "app.tally.x", "value": i})
+    await asyncio.to_thread(a.hub.event_log.flushed.wait, 2)  # type: ignore[union-attr]
+    await asyncio.sleep(0.1)
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{a.port}/api/log"
+        async with http.get(url, params={"pattern": "app.tally.*", "type": "change"}) as r:
+            body = await r.json()
+    assert r.status == 200
+    values = [rec["value"] for rec in body["records"]]
+    assert values == [0, 1, 2]
+    assert {rec["client"] for rec in body["records"]} == {"tally"}  # the actor
+    await c.close()
+    await a.stop()

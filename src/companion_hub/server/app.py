@@ -12,6 +12,7 @@ from aiohttp import web
 from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
 from ..core.errors import ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
+from ..eventlog.http_api import add_log_routes
 from ..protocol import encode as wire
 from .hub import Hub, HubConfig
 from .session import Session
@@ -108,6 +109,7 @@ def make_app(hub: Hub) -> web.Application:
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/api/state", get_state)
     app.router.add_get("/api/state/{key}", get_key)
+    add_log_routes(app, lambda: hub.event_log.settings.path if hub.event_log else None)
     return app
 
 
