@@ -54,10 +54,12 @@ def placement() -> dict[str, Any]:
 
 
 class HubProcess:
-    """``bench.hub_proc`` in a subprocess; ``with HubProcess() as hub: hub.url``."""
+    """``bench.hub_proc`` in a subprocess; ``with HubProcess() as hub: hub.url``.
+    ``data_dir``: run the hub with its event log there (``--data-dir``)."""
 
-    def __init__(self, cpus: set[int] | None = None) -> None:
+    def __init__(self, cpus: set[int] | None = None, data_dir: str | None = None) -> None:
         self.cpus = HUB_CPUS if cpus is None else cpus
+        self.data_dir = data_dir
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.pid = 0
@@ -67,7 +69,14 @@ class HubProcess:
 
     def start(self, timeout: float = 20.0) -> HubProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.hub_proc", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "bench.hub_proc",
+                "--port",
+                "0",
+                *(["--data-dir", self.data_dir] if self.data_dir else []),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .common import CpuMeter, HubProcess, median, save, table_row, wait_quiet, watchdog, workers
@@ -45,10 +46,15 @@ def run_once(
     window: int,
     per_frame: int,
     profile: str | None = None,
+    data_dir: str | None = None,
+    after_write: Callable[[HubProcess, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One run on a fresh hub. ``data_dir``: the hub runs with its event log there;
+    ``after_write(hub, writer_report)`` is called once the writer is done (its result
+    goes into the run's ``after_write``), while the hub and the clients still run."""
     params = {"duration": duration, "window": window, "per_frame": per_frame}
     quiet = wait_quiet()
-    with HubProcess() as hub:
+    with HubProcess(data_dir=data_dir) as hub:
         per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)] if subs else []
         specs = []
         first = 0
@@ -74,6 +80,7 @@ def run_once(
             lag = hub.lag_report()
             hub_cpu = hub.cpu_seconds() - cpu0
             prof_top = prof.finish() if prof else None
+            extra = after_write(hub, wr) if after_write else None
             for w in sub_ws:
                 w.send(("final", wr["final"], 10.0))
             reports = [w.recv(40)[1] for w in sub_ws]
@@ -111,6 +118,7 @@ def run_once(
         "max_rev": wr["max_rev"],
         "writer_max_inflight": wr["max_inflight"],
         "profile_top": prof_top,
+        "after_write": extra,
     }
 
 

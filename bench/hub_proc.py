@@ -8,7 +8,14 @@ how late it wakes up. It talks to the benchmark over stdout, one JSON object a l
 - SIGUSR1 resets the lag samples; SIGUSR2 prints ``{"event":"lag",...}``;
 - SIGTERM prints a final ``{"event":"lag",...}`` and stops the hub.
 
-    python -m bench.hub_proc --port 0
+With ``--data-dir DIR`` the hub runs with its event log (as ``companion-hub serve
+--data-dir DIR``); the probe then also samples the log's backlog (``pending``) every
+tick, and the lag report gets a ``log`` object: rows appended and written, batches and
+the writer thread's seconds in them, bytes the process wrote to storage (``/proc``)
+since the reset, the largest backlog seen (by the probe on the loop, and by the writer
+thread), ``durable_rev`` and the hub's ``rev``.
+
+    python -m bench.hub_proc --port 0 [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from array import array
 
 from companion_hub.logs import setup_logging
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
+from companion_hub.server.hub import Hub, HubConfig
 
 PROBE_INTERVAL_S = 0.010
 
@@ -34,14 +41,67 @@ def _emit(obj: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+def _write_bytes() -> int:
+    """Bytes this process caused to be written to storage (Linux ``/proc/self/io``)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class LagProbe:
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub | None = None) -> None:
+        self.hub = hub
         self.samples = array("d")  # lateness in ms
         self.since = time.monotonic()
+        self.pending_max = 0
+        self.log_base: dict[str, float] = {}
+        self.reset()
+
+    def _log_counters(self) -> dict[str, float]:
+        el = self.hub.event_log if self.hub is not None else None
+        if el is None:
+            return {}
+        st = el.stats
+        return {
+            "disk_write_bytes": _write_bytes(),
+            "appended": st.appended,
+            "written": st.written,
+            "batches": st.batches,
+            "write_seconds": st.write_seconds,
+            "errors": st.errors,
+        }
 
     def reset(self) -> None:
         self.samples = array("d")
         self.since = time.monotonic()
+        self.pending_max = 0
+        self.log_base = self._log_counters()
+        el = self.hub.event_log if self.hub is not None else None
+        if el is not None:
+            el.stats.max_pending_seen = 0  # the writer's own high-water mark, from now on
+
+    def log_report(self) -> dict[str, object] | None:
+        el = self.hub.event_log if self.hub is not None else None
+        if el is None or self.hub is None:
+            return None
+        now = self._log_counters()
+        out: dict[str, object] = {k: round(v - self.log_base.get(k, 0), 4) for k, v in now.items()}
+        out.update(
+            {
+                "pending_max_loop": self.pending_max,
+                "pending_max_writer": el.stats.max_pending_seen,
+                "pending_now": el.pending,
+                "max_pending_limit": el.settings.max_pending,
+                "durable_rev": el.durable_rev,
+                "rev": self.hub.store.rev,
+            }
+        )
+        return out
 
     def report(self) -> dict[str, object]:
         s = sorted(self.samples)
@@ -50,7 +110,7 @@ class LagProbe:
         def q(p: float) -> float:
             return round(s[min(n - 1, int(p * n))], 3) if n else 0.0
 
-        return {
+        out: dict[str, object] = {
             "event": "lag",
             "n": n,
             "window_s": round(time.monotonic() - self.since, 3),
@@ -58,18 +118,26 @@ class LagProbe:
             "p99_ms": q(0.99),
             "max_ms": round(s[-1], 3) if n else 0.0,
         }
+        log = self.log_report()
+        if log is not None:
+            out["log"] = log
+        return out
 
     async def run(self) -> None:
         mono = time.monotonic
+        el = self.hub.event_log if self.hub is not None else None
         while True:
             t0 = mono()
             await asyncio.sleep(PROBE_INTERVAL_S)
             self.samples.append((mono() - t0 - PROBE_INTERVAL_S) * 1000.0)
+            if el is not None:
+                p = el.pending
+                self.pending_max = max(self.pending_max, p)
 
 
-async def main(host: str, port: int) -> None:
-    probe = LagProbe()
-    server = HubServer(HubConfig(host=host, port=port))
+async def main(host: str, port: int, data_dir: str | None = None) -> None:
+    server = HubServer(HubConfig(host=host, port=port, data_dir=data_dir))
+    probe = LagProbe(server.hub)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -99,9 +167,10 @@ def cli() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--data-dir", help="run the hub with its event log in DIR")
     args = ap.parse_args()
     setup_logging(args.log_level, "json")
-    coro = main(args.host, args.port)
+    coro = main(args.host, args.port, args.data_dir)
     try:
         import uvloop
     except ImportError:

@@ -1,11 +1,11 @@
 """Run every benchmark (each in its own process) and regenerate the table in README.md.
 
-    .venv/bin/python -m bench.run_all            # all: snapshot, fanout, latency, memory, companion
+    .venv/bin/python -m bench.run_all            # all: snapshot, fanout, ..., companion, eventlog
     .venv/bin/python -m bench.run_all --only fanout latency
     .venv/bin/python -m bench.run_all --table    # only regenerate the table from results/
 
 Bounded: each benchmark has its own time limit (and a watchdog inside); the whole
-run takes about 7-12 minutes depending on how busy the machine is.
+run takes about 9-15 minutes depending on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import companion, fanout, latency, memory, snapshot
+from . import companion, eventlog, fanout, latency, memory, snapshot
 from .common import RESULTS, ROOT, table_row
 
 BENCHES = {
@@ -26,6 +26,7 @@ BENCHES = {
     "latency": (latency, 300),
     "memory": (memory, 200),
     "companion": (companion, 150),
+    "eventlog": (eventlog, 270),
 }
 README = ROOT / "bench" / "README.md"
 START = "<!-- results:start -->"
