@@ -70,3 +70,16 @@ def test_recover_snapshot_plus_changes(tmp_path: Path) -> None:
         "app.a.y",
     ]
     log.close()
+
+
+def test_only_the_latest_snapshot_is_kept(tmp_path: Path) -> None:
+    log = EventLog(LogSettings(path=str(tmp_path / "hub.sqlite3")))
+    now = int(time.time() * 1000)
+    for rev in range(1, 4):
+        log.append_change((rev, "app.a.x", rev, 0, b"1", "app.a", 0, now, "a"))
+        log.append_snapshot(rev, [Entry("app.a.x", b"1", rev, rev, "app.a", False, now)], {})
+    log.close()
+    log = EventLog(LogSettings(path=str(tmp_path / "hub.sqlite3")))
+    assert [r[0] for r in log.db.execute("SELECT rev FROM snapshots")] == [3]
+    assert log.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 3  # history kept
+    log.close()
