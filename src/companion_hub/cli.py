@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
+from .server.hub import DataDirInUse
 
 if TYPE_CHECKING:
     from .adapters.companion.adapter import CompanionConfig
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, DataDirInUse) as exc:
         print(f"companion-hub: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

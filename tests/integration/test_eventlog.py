@@ -338,3 +338,20 @@ async def test_api_log_on_a_live_hub(tmp_path: Path) -> None:
     assert {rec["client"] for rec in body["records"]} == {"tally"}  # the actor
     await c.close()
     await a.stop()
+
+
+async def test_one_hub_per_data_directory(tmp_path: Path) -> None:
+    from companion_hub.server.hub import DataDirInUse
+
+    a = await start(tmp_path)
+    try:
+        try:
+            HubServer(HubConfig(port=0, data_dir=str(tmp_path)))
+        except DataDirInUse as exc:
+            assert str(tmp_path) in str(exc)
+        else:
+            raise AssertionError("a second hub opened the same data directory")
+    finally:
+        await a.stop()
+    b = await start(tmp_path)  # free again after the first one stopped
+    await b.stop()

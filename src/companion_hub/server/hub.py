@@ -11,6 +11,7 @@ a change.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import secrets
@@ -18,7 +19,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import SERVER_NAME, __version__
 from ..core.commands import CommandRouter, Outcome, ResultCallback
@@ -67,6 +68,10 @@ class HubConfig:
     log_retention_days: float = 30.0
 
 
+class DataDirInUse(Exception):
+    """Another hub process holds the data directory."""
+
+
 class Hub:
     def __init__(self, config: HubConfig | None = None, *, hub_id: str | None = None) -> None:
         self.config = config or HubConfig()
@@ -88,6 +93,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._epochs = itertools.count(1)
         self.event_log: EventLog | None = None
+        self._lock: IO[str] | None = None
         self.recorder: Recorder | None = None
         self.recovered: Recovered | None = None
         if self.config.data_dir is not None:
@@ -114,6 +120,15 @@ class Hub:
         else:
             Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
             path = str(Path(cfg.data_dir) / "hub.sqlite3")
+            # one hub per data directory: two would interleave revisions in one history
+            self._lock = open(Path(cfg.data_dir) / "hub.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lock.close()
+                raise DataDirInUse(
+                    f"another hub is using the data directory {cfg.data_dir}"
+                ) from None
         event_log = EventLog(
             LogSettings(
                 path=path,
@@ -352,3 +367,6 @@ class Hub:
             self.recorder.snapshot()  # a fast start next time
             await asyncio.to_thread(self.event_log.close)
             self.event_log = None
+        if self._lock is not None:
+            self._lock.close()  # releases the data directory
+            self._lock = None
