@@ -128,3 +128,21 @@ def test_clamp_timeout() -> None:
     assert clamp_timeout(None) == 5000
     assert clamp_timeout(10**9) == 60_000
     assert clamp_timeout(5) == 5
+
+
+def test_a_retry_survives_the_original_callers_departure() -> None:
+    router, owner = CommandRouter(), Owner()
+    router.set_owner("app.owner", owner)
+    finished: list[tuple[str, Outcome]] = []
+    router.on_finish = lambda cmd, outcome: finished.append((cmd.hid, outcome))
+    first: list[Outcome] = []
+    retry: list[Outcome] = []
+    cmd = submit(router, first, caller="old", key="k")
+    assert cmd is not None
+    assert submit(router, retry, caller="new", key="k") is None  # joined
+    router.caller_gone("old")  # the old connection is cleaned up after the retry joined
+    router.reply(owner, cmd.hid, Outcome(True, 1))
+    assert first == [] and retry == [Outcome(True, 1)]
+    assert finished == [(cmd.hid, Outcome(True, 1))]  # recorded once, caller gone or not
+    assert submit(router, [], caller="new", key="k") is None  # cached: not recorded again
+    assert len(finished) == 1

@@ -53,7 +53,9 @@ class InFlight:
     deadline_ms: int
     owner: CommandOwner
     caller: object  # the calling connection (anything hashable)
-    callbacks: list[ResultCallback] = field(default_factory=list)
+    # (caller connection, callback): the original caller and idempotent retries
+    callbacks: list[tuple[object, ResultCallback]] = field(default_factory=list)
+    started_ms: int = 0
     idem: tuple[str, str] | None = None
     timer: Any = None  # the server's timeout handle, cancelled on completion
 
@@ -87,6 +89,8 @@ class CommandRouter:
         self._idem_window = idempotency_window_ms
         self._idem_limit = idempotency_keys_per_client
         self._ids = itertools.count(1)
+        # called once when an executed command ends (the hub records it in the log)
+        self.on_finish: Callable[[InFlight, Outcome], None] | None = None
 
     # --- owners ---------------------------------------------------------------------
 
@@ -122,8 +126,12 @@ class CommandRouter:
         for hid in self._by_caller.pop(caller, set()):
             cmd = self._inflight.get(hid)
             if cmd is not None:
-                cmd.callbacks.clear()
+                cmd.callbacks = [(c, cb) for c, cb in cmd.callbacks if c is not caller]
                 cmd.caller = None
+        # retries that joined another connection's command
+        for cmd in self._inflight.values():
+            if any(c is caller for c, _ in cmd.callbacks):
+                cmd.callbacks = [(c, cb) for c, cb in cmd.callbacks if c is not caller]
 
     def submit(
         self,
@@ -150,7 +158,7 @@ class CommandRouter:
                 if rec.outcome is not None:
                     on_result(rec.outcome)
                 elif rec.inflight is not None:
-                    rec.inflight.callbacks.append(on_result)
+                    rec.inflight.callbacks.append((caller, on_result))
                 return None
         owner = self._owners.get(target)
         if owner is None:
@@ -175,7 +183,8 @@ class CommandRouter:
             deadline_ms=now_ms + clamp_timeout(timeout_ms),
             owner=owner,
             caller=caller,
-            callbacks=[on_result],
+            callbacks=[(caller, on_result)],
+            started_ms=now_ms,
         )
         self._inflight[hid] = cmd
         mine.add(hid)
@@ -227,8 +236,10 @@ class CommandRouter:
             if rec is not None and rec.inflight is cmd:
                 rec.outcome = outcome
                 rec.inflight = None
+        if self.on_finish is not None:
+            self.on_finish(cmd, outcome)  # once per execution, whoever still waits
         callbacks, cmd.callbacks = cmd.callbacks, []
-        for cb in callbacks:
+        for _, cb in callbacks:
             cb(outcome)
 
     # --- idempotency cache ----------------------------------------------------------

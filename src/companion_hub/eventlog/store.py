@@ -22,6 +22,7 @@ missing, but the database opens cleanly.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import sqlite3
@@ -213,7 +214,7 @@ class EventLog:
             self._wake.clear()
             try:
                 self._drain()
-            except sqlite3.Error as exc:  # a full disk, a read-only file: keep trying
+            except Exception as exc:  # a full disk, a read-only file: keep trying
                 self.stats.errors += 1
                 self.stats.last_error = str(exc)
                 log.error("event log write failed; retrying", extra={"error": str(exc)})
@@ -270,7 +271,8 @@ class EventLog:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back
+                    db.execute("ROLLBACK")
                 # put the batch back in front, in order, and let the caller retry
                 for item in reversed(
                     [("c", r) for r in changes]

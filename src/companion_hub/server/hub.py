@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import SERVER_NAME, __version__
-from ..core.commands import CommandRouter, Outcome, ResultCallback
+from ..core.commands import CommandRouter, InFlight, Outcome, ResultCallback
 from ..core.delivery import DeliveryQueue, Delta
 from ..core.keys import Pattern
 from ..core.limits import Limits
@@ -159,6 +159,21 @@ class Hub:
         )
         self.event_log = event_log
         self.recorder = Recorder(event_log, self.store, cfg.log_snapshot_every)
+        self.router.on_finish = self._record_command
+
+    def _record_command(self, cmd: InFlight, outcome: Outcome) -> None:
+        """Every executed command, once, with its outcome (also when its caller left)."""
+        if self.recorder is not None:
+            self.recorder.command(
+                caller=cmd.source,
+                target=cmd.target,
+                name=cmd.name,
+                params=cmd.params,
+                ok=outcome.ok,
+                result=outcome.result,
+                error=None if outcome.error is None else outcome.error.to_wire(),
+                duration_ms=float(now_ms() - cmd.started_ms),
+            )
 
     def register_namespace(self, name: str, owner: str) -> None:
         """Create (or confirm) a namespace and record it in the log."""
@@ -298,24 +313,6 @@ class Hub:
 
         Raises HubError when the command is refused before delivery.
         """
-        recorder = self.recorder
-        if recorder is not None:
-            started = time.monotonic()
-            reply = on_result
-
-            def on_result(outcome: Outcome) -> None:
-                recorder.command(
-                    caller=source,
-                    target=target,
-                    name=name,
-                    params=params,
-                    ok=outcome.ok,
-                    result=outcome.result,
-                    error=None if outcome.error is None else outcome.error.to_wire(),
-                    duration_ms=(time.monotonic() - started) * 1000,
-                )
-                reply(outcome)
-
         cmd = self.router.submit(
             caller=caller,
             source=source,

@@ -216,6 +216,7 @@ class Session:
         """A newer connection of the same client takes over: hand ownership over now,
         without marking anything stale, and close this connection with 4000."""
         self.replaced = True
+        self.owned = frozenset()  # the new connection owns the namespaces from now on
         hub = self.hub
         if hub.sessions.get(self.client) is self:
             del hub.sessions[self.client]
@@ -333,13 +334,14 @@ class Session:
 
     def _on_pong(self, payload: bytes) -> None:
         pings = self._pings
+        if not any(data == payload for data, _ in pings):
+            return  # not one of ours (e.g. the heartbeat's): nothing to confirm
         while pings:
             data, offset = pings.popleft()
-            if data == payload:
+            if data == payload:  # pongs come in order: this confirms everything before
                 self._acked = offset
                 self._wake.set()
                 return
-        # not one of ours (e.g. the heartbeat's): nothing to confirm
 
     async def _writer(self) -> None:
         q = self.queue

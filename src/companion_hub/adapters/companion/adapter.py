@@ -426,10 +426,10 @@ class CompanionAdapter:
         if name in ("press", "down", "up"):
             loc = parse_location(params.get("location"))
             http = self._need_http()
-            await http.location(loc, name)
             if name == "down":
-                self._held.add(loc)
-            elif name == "up":
+                self._held.add(loc)  # before sending: a lost reply must not hide a press
+            await http.location(loc, name)
+            if name == "up":
                 self._held.discard(loc)
             return {"location": loc, "via": "http"}
         if name == "rotate":

@@ -346,7 +346,11 @@ class SatelliteLink:
             await self._flush()
 
     async def set_input(self, variable: str, value: str) -> Reply:
-        self.inputs[variable] = value
-        return await self.request(
+        """Set a transferable input. Remembered (and so sent again after a reconnect,
+        as Companion resets inputs on registration) only once Companion said OK."""
+        reply = await self.request(
             "SET-VARIABLE-VALUE", variable, lambda p: p.set_input(variable, value)
         )
+        if reply.ok:
+            self.inputs[variable] = value
+        return reply
