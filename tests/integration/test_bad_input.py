@@ -192,3 +192,35 @@ async def test_pings_before_hello_are_answered_not_fatal(hub: HubServer) -> None
     (welcome,) = await raw.recv()
     assert welcome["op"] == "welcome"
     raw.close()
+
+
+async def test_subscribe_churn_from_a_client_that_does_not_read_is_bounded(
+    hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from companion_hub.server import session as session_mod
+
+    monkeypatch.setattr(session_mod, "BARRIER_BACKLOG", 16)
+    w = await Client.connect(hub.url, "w")
+    await w.ok(
+        {"op": "set", "entries": [{"key": f"app.w.k{i}", "value": "x" * 100} for i in range(500)]}
+    )
+    raw = await RawClient.connect("127.0.0.1", hub.port, limit=2**12)
+    raw.send({"op": "hello", "id": "1", "client": "churn"})
+    await raw.recv()
+    session = hub.hub.sessions["churn"]
+    peak = 0
+    for i in range(300):  # subscribe/unsubscribe pairs, never reading the snapshots
+        raw.send(
+            [
+                {"op": "subscribe", "id": f"s{i}", "sub": "s", "patterns": ["app.**"]},
+                {"op": "unsubscribe", "id": f"u{i}", "sub": "s"},
+            ]
+        )
+        if i % 10 == 0:
+            await asyncio.sleep(0.01)
+            peak = max(peak, session.queue.ordered_backlog)
+    await asyncio.sleep(0.2)
+    peak = max(peak, session.queue.ordered_backlog)
+    assert peak <= 16 + 2, peak  # the reader was paused: snapshots do not pile up
+    raw.close()
+    await w.close()

@@ -141,6 +141,12 @@ class DeliveryQueue:
 
     # --- consumer -------------------------------------------------------------------
 
+    @property
+    def ordered_backlog(self) -> int:
+        """Barrier items (snapshots, subscribe results, progress) and sealed runs waiting:
+        each may hold a list of entries, so their number is bounded by the session."""
+        return len(self._outbox)
+
     def is_empty(self) -> bool:
         return not (self.pending or self._outbox or self._events or self._priority)
 

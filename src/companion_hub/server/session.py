@@ -47,6 +47,8 @@ CLOSE_REPLACED = 4000
 # A client that sends requests but does not read the replies is paused (we stop
 # reading its frames) once this many bytes of replies wait for it.
 CONTROL_BACKLOG_BYTES = 4 * 1024 * 1024
+# ... or while this many snapshots/barriers wait (each may hold a list of entries)
+BARRIER_BACKLOG = 256
 
 
 @dataclass(slots=True)
@@ -323,7 +325,8 @@ class Session:
             if hub.log_over_limit:  # the disk is behind: hold this writer briefly
                 await hub.wait_log_room()
             self._handle(item)
-            if self.queue.control_bytes > CONTROL_BACKLOG_BYTES:
+            q = self.queue
+            if q.control_bytes > CONTROL_BACKLOG_BYTES or q.ordered_backlog > BARRIER_BACKLOG:
                 self._room.clear()
                 await self._room.wait()
 
@@ -354,14 +357,16 @@ class Session:
         try:
             while True:
                 msgs = q.take(target, wire.dropped, stream=self._sent - self._acked < window)
+                if (
+                    not self._room.is_set()
+                    and q.control_bytes < CONTROL_BACKLOG_BYTES // 2
+                    and q.ordered_backlog < BARRIER_BACKLOG // 2
+                ):
+                    self._room.set()  # the reader may take requests again
                 if not msgs:
-                    if not self._room.is_set():
-                        self._room.set()
                     wake.clear()
                     await wake.wait()
                     continue
-                if not self._room.is_set() and q.control_bytes < CONTROL_BACKLOG_BYTES // 2:
-                    self._room.set()
                 frame = wire.batch(msgs)
                 await ws.send_frame(frame, WSMsgType.TEXT)
                 self._sent += len(frame)
