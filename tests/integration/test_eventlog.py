@@ -207,14 +207,20 @@ async def test_sigkill_under_write_load_recovers_a_committed_state(tmp_path: Pat
     b = await start(data)
     try:
         rec = b.hub.recovered
-        assert rec is not None and rec.rev >= durable_seen  # nothing durable was lost
+        assert rec is not None and not rec.clean
+        assert rec.logged_rev >= durable_seen  # nothing durable was lost
+        gap = rec.rev - rec.logged_rev
+        assert gap > 0  # revisions (and versions) that may have been handed out are skipped
+        assert b.hub.store.changed_since(rec.logged_rev + 1) is None  # resume from inside: full
+        assert max(r for _, r in acked.values()) < rec.rev  # no acknowledged rev is reused
         for key, (value, version, stale) in view(b).items():
             assert stale
-            assert value == sent[key][version - 1]  # the state at a committed revision
+            assert value == sent[key][version - gap - 1]  # the state at a committed revision
+            assert version > acked[key][0]  # no acknowledged version is reused
         # every write acknowledged as durable is in the recovered state
         for key, (version, rev) in acked.items():
             if rev <= durable_seen:
-                assert view(b)[key][1] >= version
+                assert view(b)[key][1] - gap >= version
     finally:
         await b.stop()
 
@@ -355,3 +361,27 @@ async def test_one_hub_per_data_directory(tmp_path: Path) -> None:
         await a.stop()
     b = await start(tmp_path)  # free again after the first one stopped
     await b.stop()
+
+
+async def test_hub_keys_are_rebuilt_and_resumers_see_them_go(tmp_path: Path) -> None:
+    a = await start(tmp_path)
+    gone = await Client.connect(a.url, "gone")  # type: ignore[attr-defined]
+    await gone.close()
+    await asyncio.sleep(0.05)
+    watcher = await Client.connect(a.url, "watcher")  # type: ignore[attr-defined]
+    since, entries = await watcher.subscribe("hub.clients.gone")
+    assert [e["value"]["connected"] for e in entries] == [False]
+    hub_id = watcher.welcome["hub"]
+    await watcher.close()
+    await a.stop()
+    b = await start(tmp_path)
+    try:
+        assert b.hub.store.get("hub.clients.gone") is None
+        r = await Client.connect(b.url, "watcher", resume={"hub": hub_id, "rev": since})  # type: ignore[attr-defined]
+        snap = await r.request(
+            {"op": "subscribe", "sub": "s", "patterns": ["hub.clients.gone"], "since": since}
+        )
+        assert snap["mode"] == "incremental" and snap["removed"] == ["hub.clients.gone"]
+        await r.close()
+    finally:
+        await b.stop()

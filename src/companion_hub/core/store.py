@@ -127,6 +127,7 @@ class Store:
         self._hist: list[str] = []  # _hist[i] is the key changed at revision _hist_base + i
         self._hist_base = start_rev + 1
         self._last_ts = 0
+        self._unknown = (0, 0)  # revisions lost in a crash (see restore)
         # who is making the next changes (a client name, "adapter:<name>" or "hub"),
         # set by the caller before it writes; recorded in the event log
         self.actor = "hub"
@@ -148,11 +149,17 @@ class Store:
         entries: Iterable[Entry],
         tombstones: dict[str, int],
         history: list[str],
+        gap: int = 0,
     ) -> None:
         """Load a recovered state (start-up only: no listeners are called).
 
         ``history`` holds the keys changed at revisions ``rev - len(history) + 1 .. rev``
         so that clients resuming from before the restart get incremental snapshots.
+
+        ``gap`` (after a crash): revisions ``rev+1 .. rev+gap`` may have been handed out
+        before the crash without reaching the log. They are skipped, never reused, and a
+        client resuming from inside them gets a full snapshot; every version moves up by
+        ``gap`` for the same reason.
         """
         for name, owner in namespaces:
             self.register_namespace(name, owner)
@@ -166,6 +173,15 @@ class Store:
             ns = self.namespace_of(key)
             if ns is not None and key not in ns.entries:
                 ns.tombstones[key] = version
+        if gap:
+            for ns in self._namespaces.values():
+                for e in ns.entries.values():
+                    e.version += gap
+                for key in ns.tombstones:
+                    ns.tombstones[key] += gap
+            self._unknown = (rev, rev + gap)
+            history = [*history, *([""] * gap)]  # "" = not known (skipped when read)
+            rev += gap
         self.rev = rev
         keep = history[-self._history_limit :]
         self._hist = list(keep)
@@ -251,8 +267,11 @@ class Store:
         """Keys changed after revision ``since`` (with repeats), or None if out of window."""
         if since < self._hist_base - 1 or since > self.rev:
             return None
+        lo, hi = self._unknown
+        if lo < since < hi:
+            return None  # the client saw revisions that were lost in a crash
         start = since + 1 - self._hist_base
-        return iter(self._hist[start:])
+        return (k for k in self._hist[start:] if k)
 
     # --- the commit path ------------------------------------------------------------
 

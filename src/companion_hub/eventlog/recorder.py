@@ -1,10 +1,12 @@
 """The hub's side of the event log: recovery at start, recording while running.
 
 Recovery (:func:`recover`) loads the latest compact snapshot and replays the changes
-after it into the store, with the hub's own namespace rebuilt rather than restored
-(its keys become tombstones, so their versions continue). The caller then marks every
-restored namespace stale through the normal commit path, so that the stale flips get
-revisions (and reach clients that resume from before the restart).
+after it into the store. The caller then, through the normal commit path (so that the
+changes get revisions and reach clients that resume from before the restart), marks
+every restored namespace stale and deletes the hub's own keys, which are rebuilt
+rather than restored. After a crash, revisions and versions skip a safety gap: writes
+acknowledged before the crash may not have reached the log, and their numbers must
+never be handed out again.
 
 The :class:`Recorder` turns every committed change, event, command outcome and
 session event into a row for the log's writer thread. Nothing here touches the disk.
@@ -29,13 +31,11 @@ HUB_NAMESPACE = "hub"
 _enc = msgspec.json.Encoder()
 
 
-def _is_hub_key(key: str) -> bool:
-    return key == HUB_NAMESPACE or key.startswith(HUB_NAMESPACE + ".")
-
-
 @dataclass
 class Recovered:
-    rev: int
+    rev: int  # the revision the hub continues from
+    logged_rev: int  # the last revision in the log
+    clean: bool  # the previous run closed the log cleanly
     keys: int
     changes_replayed: int
     snapshot_rev: int
@@ -43,7 +43,7 @@ class Recovered:
     namespaces: list[str]
 
 
-def recover(event_log: EventLog, store: Store, history_limit: int) -> Recovered:
+def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: int = 0) -> Recovered:
     """Load the logged state into an empty store (blocking: start-up only)."""
     t0 = time.perf_counter()
     image = event_log.latest_snapshot()
@@ -78,9 +78,8 @@ def recover(event_log: EventLog, store: Store, history_limit: int) -> Recovered:
         else:
             state[key] = Entry(key, value or b"null", version, r, owner, bool(stale), ts)
             tombstones.pop(key, None)
-    # the hub's own keys are rebuilt: keep only their versions
-    for key in [k for k in state if _is_hub_key(k)]:
-        tombstones[key] = state.pop(key).version
+    clean = event_log.take_clean_marker()
+    gap = 0 if clean else crash_gap
     namespaces = [(n, o) for n, o in event_log.namespaces() if n != HUB_NAMESPACE]
     store.restore(
         rev=rev,
@@ -88,9 +87,12 @@ def recover(event_log: EventLog, store: Store, history_limit: int) -> Recovered:
         entries=state.values(),
         tombstones=tombstones,
         history=history,
+        gap=gap,
     )
     return Recovered(
-        rev=rev,
+        rev=rev + gap,
+        logged_rev=rev,
+        clean=clean,
         keys=len(state),
         changes_replayed=replayed,
         snapshot_rev=base,
@@ -146,11 +148,7 @@ class Recorder:
         tombstones: dict[str, int] = {}
         for ns in store.namespaces():
             tombstones.update(ns.tombstones)
-            if ns.name == HUB_NAMESPACE:
-                # rebuilt at start, not restored: keep only the versions (never reused)
-                tombstones.update({k: e.version for k, e in ns.entries.items()})
-            else:
-                entries.extend(ns.entries.values())
+            entries.extend(ns.entries.values())
         self.log.append_snapshot(store.rev, entries, tombstones)
 
     def namespace(self, name: str, owner: str) -> None:

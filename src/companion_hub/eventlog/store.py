@@ -202,10 +202,24 @@ class EventLog:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            clean = not self._thread.is_alive() and not self._queue
             self._thread = None
         else:
             self._drain()
+            clean = True
+        if clean:
+            # everything acknowledged is on disk: the next start needs no safety gap
+            self.set_meta("clean_rev", str(self._max_rev()))
         self.db.close()
+
+    def take_clean_marker(self) -> bool:
+        """Did the previous run close the log cleanly? (Clears the marker: a crash of
+        this run must be seen as one.)"""
+        marker = self.meta("clean_rev")
+        self.db.execute("DELETE FROM meta WHERE k = 'clean_rev'")
+        if self._max_rev() == 0:
+            return True
+        return marker == str(self._max_rev())
 
     def _run(self) -> None:
         interval = self.settings.flush_interval

@@ -102,8 +102,12 @@ class Hub:
         self.store.register_namespace(HUB_NAMESPACE, HUB_NAMESPACE)
         self._hub_owned = frozenset({HUB_NAMESPACE})
         if self.recovered is not None:
-            # everything restored is unconfirmed until its owner writes it again
             self.store.actor = "hub"
+            # the hub's own keys are rebuilt, not restored: their removal is a change too
+            hub_ns = self.store.namespace(HUB_NAMESPACE)
+            for key in [] if hub_ns is None else [k for k in hub_ns.entries if k != "hub.info"]:
+                self.store.delete(self._hub_owned, key)
+            # everything restored is unconfirmed until its owner writes it again
             for ns in self.recovered.namespaces:
                 self.store.mark_stale(ns)
         self.set_hub_key(
@@ -145,13 +149,19 @@ class Hub:
             event_log.set_meta("schema", str(SCHEMA))
         else:
             self.hub_id = stored_id
-        self.recovered = recover(event_log, self.store, self.limits.history_changes)
+        # after a crash: at most this many acknowledged changes can be missing from the
+        # log (the writers are held at max_pending; one batch and one frame on top)
+        crash_gap = cfg.log_max_pending + 50_000 + 10_000
+        self.recovered = recover(
+            event_log, self.store, self.limits.history_changes, crash_gap=crash_gap
+        )
         log.info(
             "state recovered from the event log",
             extra={
                 "path": path,
                 "hub": self.hub_id,
                 "rev": self.recovered.rev,
+                "clean": self.recovered.clean,
                 "keys": self.recovered.keys,
                 "replayed": self.recovered.changes_replayed,
                 "seconds": round(self.recovered.seconds, 3),
