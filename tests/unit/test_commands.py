@@ -146,3 +146,16 @@ def test_a_retry_survives_the_original_callers_departure() -> None:
     assert finished == [(cmd.hid, Outcome(True, 1))]  # recorded once, caller gone or not
     assert submit(router, [], caller="new", key="k") is None  # cached: not recorded again
     assert len(finished) == 1
+
+
+def test_idempotency_eviction_never_forgets_a_command_in_flight() -> None:
+    router, owner = CommandRouter(idempotency_keys_per_client=2), Owner()
+    router.set_owner("app.owner", owner)
+    slow = submit(router, [], key="slow")
+    assert slow is not None
+    for k in ("a", "b", "c"):
+        cmd = submit(router, [], key=k)
+        assert cmd is not None
+        router.reply(owner, cmd.hid, Outcome(True, k))
+    assert submit(router, [], key="slow") is None  # joined, not executed again
+    assert len(owner.got) == 4

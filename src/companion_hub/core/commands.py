@@ -267,5 +267,9 @@ class CommandRouter:
         recs = self._idem.setdefault(client, OrderedDict())
         recs[key] = rec
         recs.move_to_end(key)
-        while len(recs) > self._idem_limit:
-            recs.popitem(last=False)
+        if len(recs) > self._idem_limit:
+            # evict the oldest finished records; one still in flight is never forgotten
+            for old in [k for k, r in recs.items() if r.inflight is None]:
+                if len(recs) <= self._idem_limit:
+                    break
+                del recs[old]
