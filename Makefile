@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean venv
+.PHONY: demo test lint typecheck unit fuzz bench clean venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+## Long fuzzing run (the same fuzz tests as `make test`, with many more examples).
+fuzz: $(STAMP)
+	HUB_FUZZ_EXAMPLES=$${HUB_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -m fuzz -p no:cacheprovider
 
 ## Benchmarks (see bench/README.md).
 bench: $(STAMP)
