@@ -9,6 +9,9 @@ port = 8420
 heartbeat_ms = 10000
 log_level = "info"      # debug, info, warning, error
 log_format = "json"     # json or text
+max_connections = 4096              # overall (kept below the open-files limit)
+max_connections_per_address = 512   # from one IP address
+request_header_timeout = 10.0       # seconds to complete a request's headers
 
 [limits]
 frame_bytes = 1048576
@@ -131,6 +134,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     heartbeat_ms: int = 10_000
     log_level: str = "info"
     log_format: str = "json"
+    # connections: caps overall and per IP address (over a cap: 503 and close), and
+    # the time a connection has to complete a request's headers
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
+    request_header_timeout: float = 10.0
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     companion: list[CompanionFile] = msgspec.field(default_factory=list)
@@ -149,6 +157,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             host=self.host,
             port=self.port,
             heartbeat_ms=self.heartbeat_ms,
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+            request_header_timeout=self.request_header_timeout,
             limits=Limits(**msgspec.structs.asdict(self.limits)),
             grants=self.grants,
             data_dir=self.resolved_data_dir(),
@@ -234,6 +245,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"port {s.port}: must be 0-65535")
     if s.heartbeat_ms < 50:
         raise ConfigError(f"heartbeat_ms {s.heartbeat_ms}: must be at least 50")
+    if s.max_connections < 1 or s.max_connections_per_address < 1:
+        raise ConfigError("max_connections and max_connections_per_address: must be at least 1")
+    if not 0.5 <= s.request_header_timeout <= 3600:
+        raise ConfigError(
+            f"request_header_timeout {s.request_header_timeout}: must be 0.5-3600 seconds"
+        )
     if s.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log_level {s.log_level!r}: one of {', '.join(LOG_LEVELS)}")
     if s.log_format not in ("json", "text"):

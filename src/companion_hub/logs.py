@@ -61,3 +61,38 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one log line per ``interval`` seconds per kind; the lines in between
+    are counted and the next line that does get out says how many were suppressed.
+
+    For reactions to hostile or broken input (a flood of bad lines from an upstream,
+    a client sending garbage): the reaction is logged, but the log stays bounded.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, msg: str, **fields: Any) -> bool:
+        """Log ``msg`` unless ``kind`` was logged less than ``interval`` ago; returns
+        whether it was logged."""
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return False
+        if len(self._last) > 1024:  # bounded, whatever the kinds
+            self._last.clear()
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self.logger.log(level, msg, extra=fields)
+        return True
+
+    def warning(self, kind: str, msg: str, **fields: Any) -> bool:
+        return self.log(logging.WARNING, kind, msg, **fields)

@@ -385,3 +385,55 @@ async def test_hub_keys_are_rebuilt_and_resumers_see_them_go(tmp_path: Path) -> 
         await r.close()
     finally:
         await b.stop()
+
+
+async def test_restart_after_a_crash_queues_no_stale_flips_ahead_of_writes(
+    tmp_path: Path,
+) -> None:
+    """After kill -9 every restored key comes back stale, but without one log row per
+    key queued ahead of the clients' writes: the first write is durable at once."""
+    data = tmp_path / "data"
+    port = free_port()
+    proc = spawn(data, port)
+    try:
+        await wait_ready(port, proc)
+        w = await Client.connect(f"ws://127.0.0.1:{port}/ws", "w")
+        for start_at in range(0, 20_000, 500):
+            entries = [{"key": f"app.w.k{i}", "value": i} for i in range(start_at, start_at + 500)]
+            await w.ok({"op": "set", "entries": entries})
+        for _ in range(200):  # wait until the log has it all
+            got = await asyncio.to_thread(ready, port)
+            if got and got["log_pending"] == 0 and got["durable_rev"] >= 40:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # w is connected: its keys are fresh in the log
+        proc.wait(5)
+        await w.http.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    b = await start(data)
+    try:
+        rec = b.hub.recovered
+        assert rec is not None and not rec.clean and rec.keys >= 20_000  # + hub.* keys
+        assert rec.flipped == 20_000
+        assert all(stale for _, _, stale in view(b).values())
+        assert b.hub.event_log is not None and b.hub.event_log.pending < 100
+        c = await Client.connect(b.url, "w")  # type: ignore[attr-defined]
+        r = await c.ok({"op": "set", "key": "app.w.k1", "value": "again"})
+        assert r["version"] > rec.version_floor  # above every version of the lost window
+        for _ in range(400):
+            if b.hub.event_log.durable_rev >= r["rev"]:
+                break
+            await asyncio.sleep(0.025)
+        assert b.hub.event_log.durable_rev >= r["rev"]
+        # a client resuming from before the restart gets a full snapshot, all stale
+        rd = await Client.connect(b.url, "r", resume={"hub": b.hub.hub_id, "rev": rec.logged_rev})  # type: ignore[attr-defined]
+        snap = await rd.request(
+            {"op": "subscribe", "sub": "s", "patterns": ["app.w.k2"], "since": rec.logged_rev}
+        )
+        assert snap["mode"] == "full" and snap["entries"][0]["stale"] is True
+        await rd.close()
+        await c.close()
+    finally:
+        await b.stop()

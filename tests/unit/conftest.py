@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from companion_hub.core.store import Change, Store
+from companion_hub.core.store import Change, Store, Writer
 
 
 class StoreHarness:
@@ -17,13 +17,18 @@ class StoreHarness:
         self.store = Store(
             clock_ms=lambda: next(self._ticks),
             decode=msgspec.json.decode,
+            encode=msgspec.json.encode,
             history_limit=history_limit,
         )
         self.changes: list[Change] = []
         self.store.add_listener(self.changes.append)
 
+    def w(self, owned: set[str], epoch: int = 0, actor: str = "t") -> Writer:
+        """A writer owning ``owned`` (the one write path)."""
+        return self.store.writer(actor, owned, epoch)
+
     def set(self, owned: set[str], key: str, value: Any, expect: int | None = None):
-        return self.store.set(owned, key, msgspec.json.encode(value), value, expect)
+        return self.w(owned).set(key, value, expect)
 
 
 @pytest.fixture

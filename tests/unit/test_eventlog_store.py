@@ -61,14 +61,73 @@ def test_recover_snapshot_plus_changes(tmp_path: Path) -> None:
     assert store.namespace("app.a").tombstones == {"app.a.y": 2}  # type: ignore[union-attr]
     assert store.namespace("hub").tombstones == {"hub.info": 1}  # type: ignore[union-attr]
     assert store.rev == 5
-    changed = store.changed_since(0)
-    assert changed is not None and list(changed) == [
-        "app.a.x",
-        "app.a.y",
-        "hub.info",
-        "app.a.x",
-        "app.a.y",
-    ]
+    # restored keys come back stale, without a revision: resuming from before the
+    # restart is a full snapshot (which carries them), from now on incremental
+    assert x.stale and rec.flipped == 1
+    assert store.changed_since(0) is None and store.changed_since(4) is None
+    assert list(store.changed_since(5) or ["x"]) == []
+    log.close()
+
+
+def test_recover_keeps_history_when_nothing_needs_flipping(tmp_path: Path) -> None:
+    """A clean stop leaves every owner's keys stale in the log (and in the final
+    snapshot): the next start flips nothing and incremental resume spans the restart."""
+    path = str(tmp_path / "hub.sqlite3")
+    log = EventLog(LogSettings(path=path))
+    log.append_namespace("app.a", "a")
+    now = int(time.time() * 1000)
+    log.append_change((1, "app.a.x", 1, 0, b"1", "app.a", 0, now, "a"))
+    log.append_change((2, "app.a.y", 1, 0, b"2", "app.a", 0, now, "a"))
+    log.append_change((3, "app.a.x", 1, 0, b"1", "app.a", 1, now, "hub"))
+    log.append_change((4, "app.a.y", 1, 0, b"2", "app.a", 1, now, "hub"))
+    log.append_snapshot(
+        4,
+        [
+            Entry("app.a.x", b"1", 1, 3, "app.a", True, now),
+            Entry("app.a.y", b"2", 1, 4, "app.a", True, now),
+        ],
+        {},
+    )
+    log.close()
+    log = EventLog(LogSettings(path=path))
+    store = Store(clock_ms=lambda: 0, decode=msgspec.json.decode)
+    rec = recover(log, store, history_limit=100)
+    assert rec.flipped == 0 and rec.clean
+    x = store.get("app.a.x")
+    assert x is not None and x.stale and x.rev == 3
+    assert list(store.changed_since(1) or []) == ["app.a.y", "app.a.x", "app.a.y"]
+    log.close()
+
+
+def test_unclean_start_raises_the_version_floor_and_persists_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "hub.sqlite3")
+    log = EventLog(LogSettings(path=path))
+    log.append_namespace("app.a", "a")
+    now = int(time.time() * 1000)
+    log.append_change((1, "app.a.x", 1, 0, b"1", "app.a", 0, now, "a"))
+    log.start()
+    log.flushed.wait(5)
+    log._stop = True  # a crash: the writer stops, no clean marker is written
+    log._wake.set()
+    assert log._thread is not None
+    log._thread.join(5)
+    log.db.close()
+    for run, floor in ((1, 100), (2, 200)):
+        log = EventLog(LogSettings(path=path))
+        store = Store(clock_ms=lambda: 0, decode=msgspec.json.decode)
+        rec = recover(log, store, history_limit=100, crash_gap=100)
+        assert not rec.clean and rec.version_floor == floor, run
+        w = store.writer("a", {"app.a"})
+        # a key the log never saw may have been created in the lost window
+        assert w.set(f"app.a.new{run}", 1).version == floor + 1
+        assert w.set("app.a.x", 2).version == 1 + 100 + 1  # logged version + gap
+        log.db.close()  # crash again: no clean marker
+    log = EventLog(LogSettings(path=path))
+    log.close()  # a clean open and close keeps the floor as it is
+    log = EventLog(LogSettings(path=path))
+    store = Store(clock_ms=lambda: 0, decode=msgspec.json.decode)
+    rec = recover(log, store, history_limit=100, crash_gap=100)
+    assert rec.version_floor == 200
     log.close()
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
 from companion_hub.core.errors import ErrorCode, HubError
 from companion_hub.core.keys import parse_pattern
-from companion_hub.core.store import SetOp
 
 from .conftest import StoreHarness
 
@@ -37,7 +35,7 @@ def test_create_update_versions_and_revs(h: StoreHarness) -> None:
 def test_equal_write_is_a_noop(h: StoreHarness) -> None:
     r1 = h.set(A, "app.a.x", {"a": 1, "b": [1, 2]})
     n = len(h.changes)
-    r2 = h.store.set(A, "app.a.x", b'{"b":[1.0,2],"a":1}', {"b": [1.0, 2], "a": 1})
+    r2 = h.w(A).set("app.a.x", {"b": [1.0, 2], "a": 1})
     assert not r2.changed
     assert (r2.version, r2.rev) == (r1.version, r1.rev)
     assert len(h.changes) == n
@@ -67,14 +65,14 @@ def test_namespaces_never_nest(h: StoreHarness) -> None:
 def test_delete_and_versions_never_reused(h: StoreHarness) -> None:
     h.set(A, "app.a.x", 1)
     h.set(A, "app.a.x", 2)
-    d = h.store.delete(A, "app.a.x")
+    d = h.w(A).delete("app.a.x")
     assert d.version == 3
     assert h.store.get("app.a.x") is None
     assert h.changes[-1].deleted
     again = h.set(A, "app.a.x", 1)
     assert again.version == 4
     with pytest.raises(HubError) as exc:
-        h.store.delete(A, "app.a.nothing")
+        h.w(A).delete("app.a.nothing")
     assert exc.value.code is ErrorCode.NOT_FOUND
 
 
@@ -86,32 +84,32 @@ def test_compare_and_set(h: StoreHarness) -> None:
     assert exc.value.details == {"key": "app.a.x", "version": 1}
     assert h.set(A, "app.a.x", 2, expect=1).version == 2
     with pytest.raises(HubError) as exc:
-        h.store.delete(A, "app.a.x", expect_version=1)
+        h.w(A).delete("app.a.x", expect_version=1)
     assert exc.value.code is ErrorCode.CONFLICT
-    h.store.delete(A, "app.a.x", expect_version=2)
+    h.w(A).delete("app.a.x", expect_version=2)
     assert h.set(A, "app.a.x", 3, expect=0).version == 4
 
 
-def _op(key: str, value: object, expect: int | None = None) -> SetOp:
-    return SetOp(key, msgspec.json.encode(value), value, expect)
+def _op(key: str, value: object, expect: int | None = None) -> tuple[str, object, int | None]:
+    return (key, value, expect)
 
 
 def test_batch_is_atomic_and_consecutive(h: StoreHarness) -> None:
     h.set(A, "app.a.x", 1)
     before = h.store.rev
     with pytest.raises(HubError) as exc:
-        h.store.set_many(A, [_op("app.a.y", 1), _op("app.b.z", 1)])
+        h.w(A).set_many([_op("app.a.y", 1), _op("app.b.z", 1)])
     assert exc.value.code is ErrorCode.NOT_OWNER
     assert exc.value.details == {"index": 1, "key": "app.b.z"}
     with pytest.raises(HubError) as exc:
-        h.store.set_many(A, [_op("app.a.y", 1), _op("app.a.x", 5, expect=7)])
+        h.w(A).set_many([_op("app.a.y", 1), _op("app.a.x", 5, expect=7)])
     assert exc.value.code is ErrorCode.CONFLICT
     assert h.store.rev == before and h.store.get("app.a.y") is None
-    results = h.store.set_many(A, [_op("app.a.y", 1), _op("app.a.z", 2), _op("app.a.x", 1)])
+    results = h.w(A).set_many([_op("app.a.y", 1), _op("app.a.z", 2), _op("app.a.x", 1)])
     assert [r.rev for r in results[:2]] == [before + 1, before + 2]
     assert not results[2].changed  # equal value: no new rev
     with pytest.raises(HubError) as exc:
-        h.store.set_many(A, [_op("app.a.q", 1), _op("app.a.q", 2)])
+        h.w(A).set_many([_op("app.a.q", 1), _op("app.a.q", 2)])
     assert exc.value.code is ErrorCode.BAD_REQUEST
 
 
@@ -119,8 +117,8 @@ def test_stale_and_fresh_again(h: StoreHarness) -> None:
     r = h.set(A, "app.a.x", 1)
     h.set(A, "app.a.y", 2)
     ts = h.store.get("app.a.x").ts  # type: ignore[union-attr]
-    assert h.store.mark_stale("app.a") == 2
-    assert h.store.mark_stale("app.a") == 0  # already stale: no new changes
+    assert h.store.mark_stale("app.a", actor="hub") == 2
+    assert h.store.mark_stale("app.a", actor="hub") == 0  # already stale: no new changes
     e = h.store.get("app.a.x")
     assert e is not None and e.stale and e.version == r.version and e.ts == ts
     assert e.rev > r.rev
@@ -132,9 +130,9 @@ def test_stale_and_fresh_again(h: StoreHarness) -> None:
 
 def test_sync_deletes_what_was_not_written(h: StoreHarness) -> None:
     for k in ("x", "y", "z"):
-        h.store.set(A, f"app.a.{k}", b"1", 1, epoch=1)
-    h.store.set(A, "app.a.y", b"1", 1, epoch=2)  # an equal-value write counts
-    deleted = h.store.sync("app.a", 2)
+        h.w(A, 1).set(f"app.a.{k}", 1)
+    h.w(A, 2).set("app.a.y", 1)  # an equal-value write counts
+    deleted = h.w(A, 2).sync()
     assert sorted(r.key for r in deleted) == ["app.a.x", "app.a.z"]
     assert h.store.get("app.a.y") is not None
     assert h.store.get("app.a.x") is None
@@ -171,10 +169,10 @@ def test_history_window(h: StoreHarness) -> None:
 
 def test_stale_and_sync_by_prefix(h: StoreHarness) -> None:
     for k in ("buttons.1", "buttons.2", "vars.x"):
-        h.store.set(A, f"app.a.{k}", b"1", 1, epoch=1)
-    assert h.store.mark_stale("app.a", prefix="app.a.buttons") == 2
+        h.w(A, 1).set(f"app.a.{k}", 1)
+    assert h.store.mark_stale("app.a", actor="hub", prefix="app.a.buttons") == 2
     assert not h.store.get("app.a.vars.x").stale  # type: ignore[union-attr]
-    h.store.set(A, "app.a.buttons.1", b"1", 1, epoch=2)
-    deleted = h.store.sync("app.a", 2, prefix="app.a.buttons")
+    h.w(A, 2).set("app.a.buttons.1", 1)
+    deleted = h.w(A, 2).sync("app.a.buttons")
     assert [r.key for r in deleted] == ["app.a.buttons.2"]
     assert h.store.get("app.a.vars.x") is not None

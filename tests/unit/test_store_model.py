@@ -12,7 +12,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from companion_hub.core.errors import HubError
 from companion_hub.core.jsonvalue import json_equal
-from companion_hub.core.store import SetOp
 
 from .conftest import StoreHarness
 
@@ -86,7 +85,7 @@ class StoreModel(RuleBasedStateMachine):
     def set(self, owned: set[str], key: str, value: Any, expect: int | None, epoch: int) -> None:
         allowed = self._ns(key) in owned and self._expect_ok(key, expect)
         try:
-            r = self.h.store.set(owned, key, msgspec.json.encode(value), value, expect, epoch)
+            r = self.h.w(owned, epoch).set(key, value, expect)
         except HubError:
             assert not allowed
             return
@@ -98,7 +97,7 @@ class StoreModel(RuleBasedStateMachine):
     def delete(self, owned: set[str], key: str, expect: int | None) -> None:
         allowed = self._ns(key) in owned and self._expect_ok(key, expect) and key in self.entries
         try:
-            r = self.h.store.delete(owned, key, expect)
+            r = self.h.w(owned).delete(key, expect)
         except HubError:
             assert not allowed
             return
@@ -115,11 +114,13 @@ class StoreModel(RuleBasedStateMachine):
     )
     def set_many(self, owned: set[str], batch: list[tuple[str, Any]], epoch: int) -> None:
         keys = [k for k, _ in batch]
-        allowed = len(set(keys)) == len(keys) and all(self._ns(k) in owned for k in keys)
-        ops = [SetOp(k, msgspec.json.encode(v), v) for k, v in batch]
+        allowed = (
+            bool(keys) and len(set(keys)) == len(keys) and all(self._ns(k) in owned for k in keys)
+        )
+        ops = [(k, v, None) for k, v in batch]
         before = self.h.store.rev
         try:
-            results = self.h.store.set_many(owned, ops, epoch)
+            results = self.h.w(owned, epoch).set_many(ops)
         except HubError:
             assert not allowed
             assert self.h.store.rev == before
@@ -133,7 +134,7 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(ns=st.sampled_from(NAMESPACES))
     def mark_stale(self, ns: str) -> None:
-        flipped = self.h.store.mark_stale(ns)
+        flipped = self.h.store.mark_stale(ns, actor="hub")
         expected = [k for k, e in self.entries.items() if self._ns(k) == ns and not e.stale]
         assert flipped == len(expected)
         # the order of the flips is unspecified: each gets one of the new revisions
@@ -148,7 +149,7 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(ns=st.sampled_from(NAMESPACES), epoch=EPOCHS)
     def sync(self, ns: str, epoch: int) -> None:
-        deleted = self.h.store.sync(ns, epoch)
+        deleted = self.h.w({ns}, epoch).sync()
         doomed = [k for k, e in self.entries.items() if self._ns(k) == ns and e.wepoch != epoch]
         assert sorted(r.key for r in deleted) == sorted(doomed)
         for k in doomed:

@@ -9,6 +9,15 @@ COMMAND_TIMEOUT_DEFAULT_MS = 5_000
 COMMAND_TIMEOUT_MAX_MS = 60_000
 IDEMPOTENCY_WINDOW_MS = 10 * 60 * 1000
 HELLO_TIMEOUT_S = 10.0
+# Arrays and objects may nest at most this many levels below the message object: a
+# `set` value, `publish` data, a command's params or a reply's result up to 64 levels,
+# a batch entry's value 62 (`entries` and the entry object take two). A deeper message
+# gets BAD_REQUEST. The bound keeps every decoded value far from the interpreter's
+# recursion limit, where msgspec (decoding, encoding) and json_equal would fail.
+MAX_DEPTH = 64
+# Bytes charged to an idempotency record besides its outcome's size (the record, its
+# key and the cache's bookkeeping): it bounds the entry count even for empty results.
+IDEMPOTENCY_RECORD_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +33,10 @@ class Limits:
     history_changes: int = 1_000_000
     # Idempotency keys remembered per client (besides the 10-minute window).
     idempotency_keys_per_client: int = 10_000
+    # Bytes of command outcomes remembered for idempotency, across all clients (a
+    # record counts its result's or error message's encoded size); the oldest finished
+    # records go first.
+    idempotency_bytes: int = 32 * 1024 * 1024
     # Requests per second per connection (a token bucket holding one second's worth);
     # more get RATE_LIMITED.
     requests_per_second: int = 100_000

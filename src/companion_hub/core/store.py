@@ -2,8 +2,11 @@
 
 Every change — a write, a delete, a stale flip — goes through :meth:`Store._commit`,
 which assigns the next hub-wide revision, records the key in the bounded change
-history (for incremental resume) and hands the change to the listeners (the
-fan-out to subscribers, later the event log). The store does no I/O.
+history (for incremental resume) and hands the change, with the actor that made
+it, to the listeners (the fan-out to subscribers and the event log's recorder).
+Writes come only through a :class:`~companion_hub.core.writer.Writer` (see
+:meth:`Store.writer`), which enforces the key, size and ownership rules. The store
+does no I/O.
 
 Values are kept as their canonical JSON encoding (``raw``), not as Python objects:
 the hub never interprets values, deltas and snapshots splice the bytes in, and a
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -22,8 +24,12 @@ import msgspec
 from .errors import ErrorCode, HubError
 from .jsonvalue import json_equal
 from .keys import GLOBSTAR, STAR, Pattern, could_match_under, is_prefix_of
+from .limits import Limits
+from .writer import Encoder, SetOp, Writer, WriteResult
 
 Decoder = Callable[[bytes], Any]
+
+__all__ = ["Change", "Entry", "Namespace", "SetOp", "Store", "WriteResult", "Writer"]
 
 
 class Entry(msgspec.Struct, gc=False):
@@ -46,15 +52,17 @@ class Entry(msgspec.Struct, gc=False):
 
 
 class Change:
-    """A committed change: ``entry`` is the new state, or None when the key was deleted."""
+    """A committed change: ``entry`` is the new state, or None when the key was deleted;
+    ``actor`` is who made it (a client name, ``adapter:<name>`` or ``hub``)."""
 
-    __slots__ = ("entry", "key", "rev", "version")
+    __slots__ = ("actor", "entry", "key", "rev", "version")
 
-    def __init__(self, key: str, rev: int, version: int, entry: Entry | None) -> None:
+    def __init__(self, key: str, rev: int, version: int, entry: Entry | None, actor: str) -> None:
         self.key = key
         self.rev = rev
         self.version = version
         self.entry = entry
+        self.actor = actor
 
     @property
     def deleted(self) -> bool:
@@ -72,22 +80,6 @@ class Namespace:
         self.entries: dict[str, Entry] = {}
         # last version of each deleted key, so that versions are never reused
         self.tombstones: dict[str, int] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    key: str
-    version: int
-    rev: int
-    changed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetOp:
-    key: str
-    raw: bytes
-    value: Any  # the decoded value, for the equality rule
-    expect_version: int | None = None
 
 
 Listener = Callable[[Change], None]
@@ -115,11 +107,15 @@ class Store:
         *,
         clock_ms: Callable[[], int],
         decode: Decoder,
+        encode: Encoder = msgspec.json.encode,
+        limits: Limits | None = None,
         history_limit: int = 1_000_000,
         start_rev: int = 0,
     ) -> None:
         self._clock_ms = clock_ms
         self._decode = decode
+        self._encode = encode
+        self.limits = limits or Limits()
         self.rev = start_rev
         self._namespaces: dict[str, Namespace] = {}
         self._listeners: list[Listener] = []
@@ -128,9 +124,10 @@ class Store:
         self._hist_base = start_rev + 1
         self._last_ts = 0
         self._unknown = (0, 0)  # revisions lost in a crash (see restore)
-        # who is making the next changes (a client name, "adapter:<name>" or "hub"),
-        # set by the caller before it writes; recorded in the event log
-        self.actor = "hub"
+        # resuming from before this revision gives a full snapshot (see restore)
+        self._resume_floor = 0
+        # a key with no history starts above this version (see restore)
+        self.version_floor = 0
 
     def _now(self) -> int:
         """The clock, reusing the previous int object while the millisecond is the same
@@ -150,7 +147,9 @@ class Store:
         tombstones: dict[str, int],
         history: list[str],
         gap: int = 0,
-    ) -> None:
+        version_floor: int = 0,
+        stale_namespaces: Container[str] = (),
+    ) -> int:
         """Load a recovered state (start-up only: no listeners are called).
 
         ``history`` holds the keys changed at revisions ``rev - len(history) + 1 .. rev``
@@ -159,15 +158,27 @@ class Store:
         ``gap`` (after a crash): revisions ``rev+1 .. rev+gap`` may have been handed out
         before the crash without reaching the log. They are skipped, never reused, and a
         client resuming from inside them gets a full snapshot; every version moves up by
-        ``gap`` for the same reason.
+        ``gap`` for the same reason, and ``version_floor`` (which the caller raised by
+        ``gap``) lifts the first version of a key that has no history at all, since the
+        lost writes may have created it.
+
+        Entries of ``stale_namespaces`` are restored stale (their owners are gone until
+        they come back). This costs no revisions and no log rows; if any entry had to
+        be flipped, a client resuming from before the restart gets a full snapshot
+        instead of an incremental one, which carries the same entries. Returns the
+        number of entries flipped.
         """
         for name, owner in namespaces:
             self.register_namespace(name, owner)
+        flipped = 0
         for e in entries:
             ns = self.namespace_of(e.key)
             if ns is None:  # not in the namespace table (an old or damaged log)
                 owner = e.owner[4:] if e.owner.startswith("app.") else f"adapter:{e.owner}"
                 ns = self.register_namespace(e.owner, owner)
+            if not e.stale and ns.name in stale_namespaces:
+                e.stale = True
+                flipped += 1
             ns.entries[e.key] = e
         for key, version in tombstones.items():
             ns = self.namespace_of(key)
@@ -182,12 +193,29 @@ class Store:
             self._unknown = (rev, rev + gap)
             history = [*history, *([""] * gap)]  # "" = not known (skipped when read)
             rev += gap
+        self.version_floor = version_floor
         self.rev = rev
+        if flipped:
+            self._resume_floor = rev
         keep = history[-self._history_limit :]
         self._hist = list(keep)
         self._hist_base = rev - len(keep) + 1
+        return flipped
 
     # --- namespaces -----------------------------------------------------------------
+
+    def writer(
+        self, actor: str, owned: Iterable[str], epoch: int = 0, limits: Limits | None = None
+    ) -> Writer:
+        """The write handle of ``actor``, owner of the namespaces ``owned``."""
+        return Writer(
+            self,
+            actor=actor,
+            owned=frozenset(owned),
+            limits=limits or self.limits,
+            encode=self._encode,
+            epoch=epoch,
+        )
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -270,12 +298,16 @@ class Store:
         lo, hi = self._unknown
         if lo < since < hi:
             return None  # the client saw revisions that were lost in a crash
+        if since < self._resume_floor:
+            return None  # stale flips at start-up have no revisions
         start = since + 1 - self._hist_base
         return (k for k in self._hist[start:] if k)
 
     # --- the commit path ------------------------------------------------------------
 
-    def _commit(self, ns: Namespace, key: str, entry: Entry | None, version: int) -> int:
+    def _commit(
+        self, ns: Namespace, key: str, entry: Entry | None, version: int, actor: str
+    ) -> int:
         self.rev = rev = self.rev + 1
         if entry is None:
             ns.entries.pop(key, None)
@@ -288,7 +320,7 @@ class Store:
             drop = len(hist) - self._history_limit
             del hist[:drop]
             self._hist_base += drop
-        change = Change(key, rev, version, entry)
+        change = Change(key, rev, version, entry, actor)
         for listener in self._listeners:
             listener(change)
         return rev
@@ -319,21 +351,22 @@ class Store:
             return True
         return json_equal(self._decode(current.raw), value)
 
-    def set(
+    # The methods below are the Writer's: they trust that the key is valid and the
+    # value encoded within the limit, and check ownership and expect_version.
+
+    def _set(
         self,
-        owned: Container[str],
+        w: Writer,
         key: str,
         raw: bytes,
         value: Any,
-        expect_version: int | None = None,
-        epoch: int = 0,
+        expect_version: int | None,
+        epoch: int,
     ) -> WriteResult:
-        """Write ``key``. ``raw`` is the canonical encoding of ``value``; ``epoch``
-        identifies the writer's session for :meth:`sync`."""
-        ns = self._owned_ns(key, owned)
+        ns = self._owned_ns(key, w.owned)
         current = ns.entries.get(key)
         self._check_expect(key, current, expect_version)
-        return self._apply_set(ns, key, raw, value, current, epoch)
+        return self._apply_set(ns, key, raw, value, current, epoch, w.actor)
 
     def _apply_set(
         self,
@@ -343,6 +376,7 @@ class Store:
         value: Any,
         current: Entry | None,
         epoch: int,
+        actor: str,
     ) -> WriteResult:
         if current is not None and self._is_equal(current, raw, value):
             if not current.stale:
@@ -354,15 +388,14 @@ class Store:
             if current is not None:
                 version = current.version + 1
             else:
-                version = ns.tombstones.pop(key, 0) + 1
+                tomb = ns.tombstones.pop(key, 0)
+                version = (tomb if tomb > self.version_floor else self.version_floor) + 1
             entry = Entry(key, raw, version, 0, ns.name, False, self._now(), epoch)
         entry.rev = self.rev + 1
-        rev = self._commit(ns, key, entry, entry.version)
+        rev = self._commit(ns, key, entry, entry.version, actor)
         return WriteResult(key, entry.version, rev, True)
 
-    def set_many(
-        self, owned: Container[str], ops: Sequence[SetOp], epoch: int = 0
-    ) -> list[WriteResult]:
+    def _set_many(self, w: Writer, ops: Sequence[SetOp], epoch: int) -> list[WriteResult]:
         """Atomic batch: every entry is applied with consecutive revisions, or none."""
         checked: list[tuple[Namespace, SetOp]] = []
         seen: set[str] = set()
@@ -371,7 +404,7 @@ class Store:
                 if op.key in seen:
                     raise HubError(ErrorCode.BAD_REQUEST, f"key {op.key!r} appears twice")
                 seen.add(op.key)
-                ns = self._owned_ns(op.key, owned)
+                ns = self._owned_ns(op.key, w.owned)
                 self._check_expect(op.key, ns.entries.get(op.key), op.expect_version)
             except HubError as e:
                 details = dict(e.details or {})
@@ -379,43 +412,56 @@ class Store:
                 details.setdefault("key", op.key)
                 raise HubError(e.code, f"entry {i}: {e.message}", details) from None
             checked.append((ns, op))
+        actor = w.actor
         return [
-            self._apply_set(ns, op.key, op.raw, op.value, ns.entries.get(op.key), epoch)
+            self._apply_set(ns, op.key, op.raw, op.value, ns.entries.get(op.key), epoch, actor)
             for ns, op in checked
         ]
 
-    def delete(
-        self, owned: Container[str], key: str, expect_version: int | None = None
-    ) -> WriteResult:
-        ns = self._owned_ns(key, owned)
+    def _delete(self, w: Writer, key: str, expect_version: int | None) -> WriteResult:
+        ns = self._owned_ns(key, w.owned)
         current = ns.entries.get(key)
         self._check_expect(key, current, expect_version)
         if current is None:
             raise HubError(ErrorCode.NOT_FOUND, f"key {key!r} does not exist", {"key": key})
-        return self._apply_delete(ns, current)
+        return self._apply_delete(ns, current, w.actor)
 
-    def _apply_delete(self, ns: Namespace, current: Entry) -> WriteResult:
+    def _apply_delete(self, ns: Namespace, current: Entry, actor: str) -> WriteResult:
         version = current.version + 1
-        rev = self._commit(ns, current.key, None, version)
+        rev = self._commit(ns, current.key, None, version, actor)
         return WriteResult(current.key, version, rev, True)
 
-    def touch(self, owned: Container[str], key: str, epoch: int) -> None:
-        """Count ``key`` as written by ``epoch`` for :meth:`sync` without changing it
-        (an owner that could not re-read a value this time and keeps it as it was)."""
-        ns = self._owned_ns(key, owned)
+    def _touch(self, w: Writer, key: str, epoch: int) -> None:
+        ns = self._owned_ns(key, w.owned)
         current = ns.entries.get(key)
         if current is not None:
             current.wepoch = epoch
 
-    # --- owner-wide operations --------------------------------------------------------
+    def _sync(self, w: Writer, ns_name: str, epoch: int, prefix: str | None) -> list[WriteResult]:
+        ns = self._namespaces.get(ns_name)
+        if ns is None or ns_name not in w.owned:
+            return []
+        doomed = [
+            e
+            for e in ns.entries.values()
+            if e.wepoch != epoch and (prefix is None or is_prefix_of(prefix, e.key))
+        ]
+        return [self._apply_delete(ns, e, w.actor) for e in doomed]
 
-    def mark_stale(self, ns_name: str, stale: bool = True, prefix: str | None = None) -> int:
+    # --- the hub's own judgement ----------------------------------------------------------
+
+    def mark_stale(
+        self, ns_name: str, *, actor: str, stale: bool = True, prefix: str | None = None
+    ) -> int:
         """Flip every key of a namespace (or only those at or below ``prefix``) to
         ``stale``; returns the number flipped.
 
-        Used when an owner disconnects, or when an adapter loses the upstream link
-        that a part of its namespace comes from. Fresh-again normally happens per
-        key, when the owner writes it (see :meth:`set`).
+        Not owner-scoped: staleness is the hub's statement that an owner (or the
+        upstream it mirrors) is gone, made when a client disconnects or by an adapter
+        for its own namespace through :meth:`Writer.mark_stale`. Fresh-again happens
+        per key, when the owner writes it. Each flip is a change with a new revision;
+        at most one per key per disconnect, so the hub's flips are bounded by the
+        number of keys.
         """
         ns = self._namespaces.get(ns_name)
         if ns is None:
@@ -427,21 +473,8 @@ class Store:
         ]
         for e in flips:
             entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts, e.wepoch)
-            self._commit(ns, e.key, entry, e.version)
+            self._commit(ns, e.key, entry, e.version, actor)
         return len(flips)
-
-    def sync(self, ns_name: str, epoch: int, prefix: str | None = None) -> list[WriteResult]:
-        """Delete every key of the namespace (or at or below ``prefix``) not written
-        with ``epoch`` (the owner's current session) — equal-value writes included."""
-        ns = self._namespaces.get(ns_name)
-        if ns is None:
-            return []
-        doomed = [
-            e
-            for e in ns.entries.values()
-            if e.wepoch != epoch and (prefix is None or is_prefix_of(prefix, e.key))
-        ]
-        return [self._apply_delete(ns, e) for e in doomed]
 
 
 def _covers(pattern: Pattern, ns_name: str) -> bool:

@@ -4,6 +4,9 @@ Query parameters (all optional): ``pattern`` (repeatable), ``from_rev``, ``to_re
 ``since``, ``until`` (ISO 8601 or epoch ms), ``client`` (repeatable), ``type``
 (repeatable or comma-separated: change, event, command, session), ``limit``
 (default 100, at most 1000) and ``after_id`` (the cursor handed out with a page).
+Integers are signed 64-bit (SQLite's range): revisions and ids from 0, ``limit`` from 1
+(larger values than 1000 give 1000); times lie in the years 1 to 9999. A parameter that
+is not repeatable may be given once; a repeatable one at most 100 times.
 
 Reply: ``{"records": [...], "next_from_rev": N|null, "next_after_id": M|null}``.
 Records are in log order (see :mod:`.query`). To go on, ask again with
@@ -13,12 +16,14 @@ there is nothing more for now.
 
 The query runs in a worker thread on its own read-only connection, so the event
 loop never waits for the disk. Errors: 400 for bad parameters, 404 when the hub has
-no event log, 503 when the database cannot be read.
+no event log, 503 when the database cannot be read. A 400's message names the
+parameter at fault.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -29,10 +34,14 @@ from aiohttp import web
 from ..core.errors import ErrorCode, HubError
 from . import query as q
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "add_log_routes"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_VALUES", "PARAMS", "add_log_routes"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_VALUES = 100  # a repeatable parameter (pattern, client, type) at most this many times
+# every parameter GET /api/log knows (others are ignored)
+PARAMS = ("pattern", "from_rev", "to_rev", "since", "until", "client", "type", "limit", "after_id")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 _STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAVAILABLE: 503}
 _enc = msgspec.json.Encoder()
@@ -43,30 +52,53 @@ def _error(code: ErrorCode, message: str) -> web.Response:
     return web.Response(body=body, status=_STATUS[code], content_type="application/json")
 
 
-def _int(query: Any, name: str) -> int | None:
-    text = query.get(name)
-    if text is None or text == "":
+def _one(query: Any, name: str) -> str | None:
+    """A parameter that may be given once; None when absent or empty."""
+    values = query.getall(name, [])
+    if len(values) > 1:
+        raise q.LogError(f"{name} is given {len(values)} times: give it at most once")
+    return values[0] if values and values[0] != "" else None
+
+
+def _many(query: Any, name: str) -> list[str]:
+    """A repeatable parameter (empty values are ignored)."""
+    values = [v for v in query.getall(name, []) if v]
+    if len(values) > MAX_VALUES:
+        raise q.LogError(f"{name} is given {len(values)} times: at most {MAX_VALUES}")
+    return values
+
+
+def _int(query: Any, name: str, lo: int = 0) -> int | None:
+    """An integer parameter: ASCII digits, within ``lo`` .. 2**63-1 (SQLite's range)."""
+    text = _one(query, name)
+    if text is None:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise q.LogError(f"{name} must be an integer, not {text!r}") from None
+    t = text.strip()
+    if not _INT_RE.fullmatch(t):
+        raise q.LogError(f"{name} must be an integer, not {_show(text)}")
+    if len(t.lstrip("+-").lstrip("0")) > 19:  # far out of range (and slow to convert)
+        return q.check_int(name, -1 if t[0] == "-" else q.MAX_INT + 1, lo)
+    return q.check_int(name, int(t), lo)
+
+
+def _show(text: str, most: int = 40) -> str:
+    return repr(text) if len(text) <= most else repr(text[:most]) + "..."
 
 
 def _parse(query: Any) -> tuple[q.LogFilter, int]:
-    limit = _int(query, "limit")
+    """The filter and page size; :class:`LogError` with a message that starts with the
+    offending parameter's name (or names it: "invalid pattern", "unknown type")."""
+    limit = _int(query, "limit", lo=1)
     if limit is None:
         limit = DEFAULT_LIMIT
-    if limit < 1:
-        raise q.LogError("limit must be at least 1")
     f = q.make_filter(
-        patterns=[p for p in query.getall("pattern", []) if p],
+        patterns=_many(query, "pattern"),
         from_rev=_int(query, "from_rev"),
         to_rev=_int(query, "to_rev"),
-        since=query.get("since") or None,
-        until=query.get("until") or None,
-        clients=[c for c in query.getall("client", []) if c],
-        types=query.getall("type", []),
+        since=_one(query, "since"),
+        until=_one(query, "until"),
+        clients=_many(query, "client"),
+        types=_many(query, "type"),
         after_id=_int(query, "after_id"),
     )
     if f.after_id is not None and f.from_rev is None:

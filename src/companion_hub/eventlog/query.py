@@ -35,6 +35,9 @@ from .store import SnapshotImage, default_data_dir
 
 __all__ = [
     "DB_FILE",
+    "MAX_INT",
+    "MAX_TIME_MS",
+    "MIN_TIME_MS",
     "RECORD_TYPES",
     "ChangeItem",
     "LogError",
@@ -47,6 +50,7 @@ __all__ = [
     "RetentionGap",
     "StateAt",
     "StateEntry",
+    "check_int",
     "count_log",
     "format_ts",
     "iter_changes",
@@ -69,7 +73,12 @@ RECORD_TYPES = ("change", "event", "command", "session")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_INT_RE = re.compile(r"[+-]?\d+")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+# SQLite's INTEGER is a signed 64-bit number: every revision, id and count fits
+MAX_INT = 2**63 - 1
+# the times a datetime can hold: 0001-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z
+MIN_TIME_MS = -62_135_596_800_000
+MAX_TIME_MS = 253_402_300_799_999
 _CHANGE_COLS = "rev, key, version, deleted, value, owner, stale, ts, actor"
 _snap_dec = msgspec.json.Decoder(SnapshotImage)
 
@@ -120,20 +129,52 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
 # --- times and points ---------------------------------------------------------------------
 
 
-def parse_time(text: str) -> int:
-    """ISO 8601 (no offset = UTC) or an integer of epoch milliseconds -> epoch ms."""
-    t = text.strip()
-    if _INT_RE.fullmatch(t):
-        return int(t)
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
+def _show(text: str, most: int = 40) -> str:
+    """``repr`` of a user's text, cut short (error messages echo what was given)."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + "..."
+
+
+def _time_range() -> str:
+    return (
+        "0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z "
+        f"(epoch ms {MIN_TIME_MS} .. {MAX_TIME_MS})"
+    )
+
+
+def check_int(name: str, value: int, lo: int = 0, hi: int = MAX_INT) -> int:
+    """``value`` if ``lo <= value <= hi``, else :class:`LogError` naming ``name``."""
+    if value < lo:
         raise LogError(
-            f"invalid time {text!r}: ISO 8601 (e.g. 2024-11-27T09:33:20Z) or epoch milliseconds"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MS
+            f"{name} must not be negative" if lo == 0 else f"{name} must be at least {lo}"
+        )
+    if value > hi:
+        raise LogError(f"{name} must be at most {hi}")
+    return value
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (no offset = UTC) or an integer of epoch milliseconds -> epoch ms, within
+    the years 1 to 9999 (:class:`LogError` otherwise)."""
+    t = text.strip()
+    out_of_range = LogError(f"time {_show(text)} is out of range: {_time_range()}")
+    if _INT_RE.fullmatch(t):
+        if len(t.lstrip("+-").lstrip("0")) > 19:  # far out (and int() of it is slow)
+            raise out_of_range
+        ms = int(t)
+    else:
+        try:
+            dt = datetime.fromisoformat(t)
+        except (ValueError, OverflowError):
+            raise LogError(
+                f"invalid time {_show(text)}: "
+                "ISO 8601 (e.g. 2024-11-27T09:33:20Z) or epoch milliseconds"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = (dt - _EPOCH) // _MS
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise out_of_range
+    return ms
 
 
 def format_ts(ms: int | None) -> str:
@@ -158,10 +199,12 @@ class Point:
 def parse_point(text: str) -> Point:
     """``REV|TIME``: an integer is a revision; ``@<epoch ms>`` or ISO 8601 is a time."""
     t = text.strip()
-    if t.isdigit():
+    if t.isascii() and t.isdigit():
+        if len(t.lstrip("0")) > 19 or int(t) > MAX_INT:
+            raise LogError(f"rev {_show(t)} is out of range: at most {MAX_INT}")
         return Point("rev", int(t))
     if t.startswith("@") and _INT_RE.fullmatch(t[1:]):
-        return Point("time", int(t[1:]))
+        return Point("time", parse_time(t[1:]))
     return Point("time", parse_time(t))
 
 
@@ -321,11 +364,12 @@ def make_filter(
     types: Iterable[str] = (),
     after_id: int | None = None,
 ) -> LogFilter:
-    """Build and validate a filter (times as epoch ms or text); :class:`LogError` if bad."""
+    """Build and validate a filter (times as epoch ms or text); :class:`LogError` if bad,
+    with a message that names the argument."""
     try:
         parsed = tuple(parse_pattern(p) for p in patterns)
     except HubError as exc:
-        raise LogError(exc.message) from None
+        raise LogError(exc.message) from None  # "invalid pattern ..."
     tys: list[str] = []
     for t in types:
         for piece in t.split(","):
@@ -333,22 +377,36 @@ def make_filter(
             if not part:
                 continue
             if part not in RECORD_TYPES:
-                raise LogError(f"unknown type {part!r}: one of {', '.join(RECORD_TYPES)}")
+                raise LogError(f"unknown type {_show(part)}: one of {', '.join(RECORD_TYPES)}")
             if part not in tys:
                 tys.append(part)
     for name, v in (("from_rev", from_rev), ("to_rev", to_rev), ("after_id", after_id)):
-        if v is not None and v < 0:
-            raise LogError(f"{name} must not be negative")
+        if v is not None:
+            check_int(name, v)
+    times: list[int | None] = []
+    for name, given in (("since", since), ("until", until)):
+        try:
+            times.append(_time_arg(given))
+        except LogError as exc:
+            raise LogError(f"{name}: {exc}") from None
     return LogFilter(
         patterns=parsed,
         from_rev=from_rev,
         to_rev=to_rev,
-        since=parse_time(since) if isinstance(since, str) else since,
-        until=parse_time(until) if isinstance(until, str) else until,
+        since=times[0],
+        until=times[1],
         clients=tuple(clients),
         types=tuple(tys),
         after_id=after_id,
     )
+
+
+def _time_arg(t: int | str | None) -> int | None:
+    if isinstance(t, str):
+        return parse_time(t)
+    if t is not None and not MIN_TIME_MS <= t <= MAX_TIME_MS:
+        raise LogError(f"time {t} is out of range: {_time_range()}")
+    return t
 
 
 def _pattern_sql(patterns: Sequence[Pattern]) -> tuple[str, list[Any]]:

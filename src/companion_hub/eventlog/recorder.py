@@ -1,12 +1,15 @@
 """The hub's side of the event log: recovery at start, recording while running.
 
 Recovery (:func:`recover`) loads the latest compact snapshot and replays the changes
-after it into the store. The caller then, through the normal commit path (so that the
-changes get revisions and reach clients that resume from before the restart), marks
-every restored namespace stale and deletes the hub's own keys, which are rebuilt
-rather than restored. After a crash, revisions and versions skip a safety gap: writes
-acknowledged before the crash may not have reached the log, and their numbers must
-never be handed out again.
+after it into the store. Every restored key comes back stale (its owner has not
+confirmed it yet); that flip costs no revision and no log row, so that nothing
+stands between a restarted hub and its clients' first durable writes (a client
+resuming from before the restart then gets a full snapshot). The caller deletes the
+hub's own keys, which are rebuilt rather than restored, through the normal commit
+path. After a crash, revisions and versions skip a safety gap: writes acknowledged
+before the crash may not have reached the log, and their numbers must never be
+handed out again, not even for a key the log has never heard of (the version
+floor).
 
 The :class:`Recorder` turns every committed change, event, command outcome and
 session event into a row for the log's writer thread. Nothing here touches the disk.
@@ -41,10 +44,17 @@ class Recovered:
     snapshot_rev: int
     seconds: float
     namespaces: list[str]
+    version_floor: int = 0  # a key with no history starts above this version
+    flipped: int = 0  # restored entries that came back stale without a logged flip
 
 
 def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: int = 0) -> Recovered:
-    """Load the logged state into an empty store (blocking: start-up only)."""
+    """Load the logged state into an empty store (blocking: start-up only).
+
+    After an unclean stop, ``crash_gap`` is added to the revision, to every restored
+    version, and to the persisted version floor, which is written back before the
+    hub serves anyone (each unclean start raises it again, so the floor covers the
+    lost windows of every earlier run)."""
     t0 = time.perf_counter()
     image = event_log.latest_snapshot()
     state: dict[str, Entry] = {}
@@ -55,7 +65,7 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
         tombstones.update(image.tombstones)
         for se in image.entries:
             state[se.key] = Entry(
-                se.key, bytes(se.value), se.version, se.rev, se.owner, False, se.ts
+                se.key, bytes(se.value), se.version, se.rev, se.owner, se.stale, se.ts
             )
     # keys changed before the snapshot that the log still has: the resume window
     start = max(event_log.oldest_rev(), base - history_limit)
@@ -80,14 +90,20 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
             tombstones.pop(key, None)
     clean = event_log.take_clean_marker()
     gap = 0 if clean else crash_gap
+    floor = _int(event_log.meta("version_floor")) + gap
+    if gap:
+        event_log.set_meta("version_floor", str(floor))
     namespaces = [(n, o) for n, o in event_log.namespaces() if n != HUB_NAMESPACE]
-    store.restore(
+    restored = {n for n, _ in namespaces}
+    flipped = store.restore(
         rev=rev,
         namespaces=[(HUB_NAMESPACE, HUB_NAMESPACE), *namespaces],
         entries=state.values(),
         tombstones=tombstones,
         history=history,
         gap=gap,
+        version_floor=floor,
+        stale_namespaces=restored,
     )
     return Recovered(
         rev=rev + gap,
@@ -97,8 +113,17 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
         changes_replayed=replayed,
         snapshot_rev=base,
         seconds=time.perf_counter() - t0,
-        namespaces=sorted({n for n, _ in namespaces}),
+        namespaces=sorted(restored),
+        version_floor=floor,
+        flipped=flipped,
     )
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
 
 
 class Recorder:
@@ -129,10 +154,10 @@ class Recorder:
                 ns.name if ns is not None else "",
                 0,
                 int(time.time() * 1000),
-                store.actor,
+                change.actor,
             )
         else:
-            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, int(e.stale), e.ts, store.actor)
+            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, int(e.stale), e.ts, change.actor)
         self.log.append_change(row)
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every and not self._snapshot_scheduled:
@@ -190,11 +215,16 @@ class Recorder:
         self._record("command", caller, target, data)
 
     def session(
-        self, event: str, client: str, *, address: str = "", session: str = "", reason: str = ""
+        self,
+        event: str,
+        client: str,
+        *,
+        address: str = "",
+        session: str = "",
+        reason: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        self._record(
-            "session",
-            client,
-            None,
-            {"event": event, "address": address, "session": session, "reason": reason},
-        )
+        data = {"event": event, "address": address, "session": session, "reason": reason}
+        if extra:
+            data.update(extra)
+        self._record("session", client, None, data)

@@ -17,6 +17,11 @@ in batches (one transaction each, at most every ``flush_interval``) and then pub
 With ``synchronous=NORMAL`` in WAL mode a committed transaction survives a crash of
 the process (``kill -9``); after a power loss the last transactions before it may be
 missing, but the database opens cleanly.
+
+When a transaction fails (a full disk, an I/O error) its rows stay with the writer
+thread, still counted as pending, and it is retried in order with a capped back-off,
+in smaller pieces, on a fresh connection now and then; ``EventLog.error`` holds the
+reason until the next commit succeeds. A snapshot that cannot be written is skipped.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class SnapshotEntry(msgspec.Struct, array_like=True):
     rev: int
     owner: str
     ts: int
+    stale: bool = False  # absent in snapshots written before it was added
 
 
 class SnapshotImage(msgspec.Struct):
@@ -128,15 +134,44 @@ class LogStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_MAX_BATCH = 50_000  # rows in one transaction at most
+_RETRY_FIRST = 0.05  # seconds before the first retry of a failed write; doubled up to
+_RETRY_MAX = 1.0  # this
+_LOG_EVERY = 5.0  # seconds: one log line per distinct write error at most this often
+_REOPEN_EVERY = 5  # consecutive failures between fresh connections
+
+
+def describe_error(exc: BaseException) -> str:
+    """A write error for humans: ``database or disk is full (SQLITE_FULL)``."""
+    name = getattr(exc, "sqlite_errorname", None)
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else text
+
+
 class EventLog:
-    """The append-only log. ``append_*`` are called on the event loop and never block."""
+    """The append-only log. ``append_*`` are called on the event loop and never block.
+
+    Rows go through two stages before they are durable: the queue (appended on the
+    loop) and the writer thread's current batch (taken from the queue, not committed
+    yet: *in flight*). :attr:`pending` counts both, so back-pressure keeps the writers
+    held for as long as the disk refuses a batch. A failed transaction is retried, in
+    order, with a capped back-off and in smaller pieces (a smaller transaction may fit
+    where the whole batch does not); :attr:`error` says why while it fails.
+    """
 
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
         self.db = connect(settings.path)
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        # the writer thread's batch: taken from the queue, not committed yet; only the
+        # writer thread touches it, the loop reads ``_in_flight`` (its length)
+        self._batch: list[tuple[str, Any]] = []
+        self._in_flight = 0
+        self._chunk = _MAX_BATCH  # rows per transaction now (smaller after a failure)
         self._wake = threading.Event()
+        self._interrupt = threading.Event()  # cuts a retry's back-off short (close)
         self._stop = False
+        self._give_up_at: float | None = None  # monotonic: close() stops retrying then
         self._thread: threading.Thread | None = None
         self.stats = LogStats()
         self.durable_rev = self._max_rev()
@@ -144,6 +179,11 @@ class EventLog:
         self.oldest = self.oldest_rev()  # kept current by the writer (read on the loop)
         self.flushed = threading.Event()  # set after every batch (tests, shutdown)
         self.write_delay = 0.0  # test hook: simulate a slow disk (seconds per batch)
+        # why the log cannot write right now (None: the last write succeeded)
+        self.error: str | None = None
+        self.error_since: float | None = None  # wall-clock time of the first failure
+        self._failures = 0  # consecutive failed attempts
+        self._logged: dict[str, float] = {}  # error -> when it was last logged
 
     # --- meta ---------------------------------------------------------------------------
 
@@ -162,11 +202,14 @@ class EventLog:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Rows not committed yet: queued, plus in flight in the writer thread."""
+        # the queue first: the writer counts a batch in flight before it takes it, so
+        # this sum can read high for a moment, never low
+        return len(self._queue) + self._in_flight
 
     @property
     def over_limit(self) -> bool:
-        return len(self._queue) >= self.settings.max_pending
+        return len(self._queue) + self._in_flight >= self.settings.max_pending
 
     def append_change(self, row: ChangeRow) -> None:
         self._queue.append(("c", row))
@@ -197,20 +240,38 @@ class EventLog:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, stop the thread, close the database."""
+        """Write what is queued, stop the thread, close the database. While the disk
+        refuses, keep retrying for ``timeout`` seconds, then give up on the rest (the log
+        is then not marked clean: the next start treats it as a crash)."""
+        self._give_up_at = time.monotonic() + timeout
         self._stop = True
         self._wake.set()
+        self._interrupt.set()  # retry now rather than after the back-off
+        stuck = False
         if self._thread is not None:
-            self._thread.join(timeout)
-            clean = not self._thread.is_alive() and not self._queue
+            # a single attempt can outlast the deadline (a busy database): wait for it
+            self._thread.join(timeout + 30.0)
+            stuck = self._thread.is_alive()
             self._thread = None
         else:
             self._drain()
-            clean = True
+        clean = not stuck and not self._queue and not self._batch
         if clean:
             # everything acknowledged is on disk: the next start needs no safety gap
-            self.set_meta("clean_rev", str(self._max_rev()))
-        self.db.close()
+            try:
+                self.set_meta("clean_rev", str(self._max_rev()))
+            except sqlite3.Error as exc:
+                log.error(
+                    "event log: cannot mark the log closed cleanly",
+                    extra={"error": describe_error(exc)},
+                )
+        else:
+            log.error(
+                "event log closed with rows it could not write",
+                extra={"rows": self.pending, "error": self.error},
+            )
+        if not stuck:  # a thread still inside SQLite keeps its connection
+            self.db.close()
 
     def take_clean_marker(self) -> bool:
         """Did the previous run close the log cleanly? (Clears the marker: a crash of
@@ -226,85 +287,205 @@ class EventLog:
         while True:
             self._wake.wait(interval)
             self._wake.clear()
-            try:
-                self._drain()
-            except Exception as exc:  # a full disk, a read-only file: keep trying
-                self.stats.errors += 1
-                self.stats.last_error = str(exc)
-                log.error("event log write failed; retrying", extra={"error": str(exc)})
-                time.sleep(0.5)
-                continue
+            if not self._drain():
+                return  # close() gave up
             if self._stop and not self._queue:
                 return
             if not self._stop:
                 time.sleep(interval / 2)  # let a batch build up
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Commit everything queued, in order, retrying failed transactions until they
+        succeed; False when close() gave up first."""
         queue = self._queue
-        while queue:
-            changes: list[ChangeRow] = []
-            records: list[RecordRow] = []
-            namespaces: list[tuple[str, str]] = []
-            snapshots: list[tuple[int, list[Any], dict[str, int]]] = []
-            n = 0
-            while queue and n < 50_000:
-                kind, row = queue[0]
-                if kind == "c":
-                    changes.append(row)
-                elif kind == "r":
-                    records.append(row)
-                elif kind == "n":
-                    namespaces.append(row)
-                else:
-                    snapshots.append(row)
-                queue.popleft()
-                n += 1
-            self.stats.max_pending_seen = max(self.stats.max_pending_seen, n + len(queue))
-            t0 = time.perf_counter()
-            if self.write_delay:
-                time.sleep(self.write_delay)
-            db = self.db
-            db.execute("BEGIN")
+        batch = self._batch
+        while True:
+            if not batch:
+                if not queue:
+                    return True
+                n = min(len(queue), _MAX_BATCH)
+                self._in_flight = n  # before taking them: `pending` never reads low
+                popleft = queue.popleft
+                batch.extend([popleft() for _ in range(n)])
+                self.stats.max_pending_seen = max(self.stats.max_pending_seen, n + len(queue))
+            if batch[0][0] == "s":
+                self._write_snapshot(batch[0][1])
+                del batch[0]
+                self._in_flight -= 1
+                continue
             try:
-                if changes:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", changes
-                    )
-                if records:
-                    db.executemany(
-                        "INSERT INTO records (rev, ts, type, client, key, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        records,
-                    )
-                if namespaces:
-                    db.executemany("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", namespaces)
-                for rev, entries, tombstones in snapshots:
-                    db.execute(
-                        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
-                        (rev, int(time.time() * 1000), encode_snapshot(rev, entries, tombstones)),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back
-                    db.execute("ROLLBACK")
-                # put the batch back in front, in order, and let the caller retry
-                for item in reversed(
-                    [("c", r) for r in changes]
-                    + [("r", r) for r in records]
-                    + [("n", r) for r in namespaces]
-                    + [("s", r) for r in snapshots]
-                ):
-                    queue.appendleft(item)
-                raise
-            self.stats.write_seconds += time.perf_counter() - t0
-            self.stats.batches += 1
-            self.stats.written += len(changes) + len(records)
-            if changes:
-                self.durable_rev = max(self.durable_rev, changes[-1][0])
-                self.stats.durable_rev = self.durable_rev
-            if snapshots:
-                self._compact()
+                n, last_rev = self._commit(batch, self._chunk)
+            except Exception as exc:  # a full disk, a read-only file: retry in a while
+                if not self._failed(exc):
+                    return False
+                continue
+            del batch[:n]
+            if last_rev > self.durable_rev:
+                self.durable_rev = last_rev
+                self.stats.durable_rev = last_rev
+            self._in_flight -= n  # after durable_rev: the two never disagree for long
+            self._succeeded()
             self.flushed.set()
+
+    def _commit(self, batch: list[tuple[str, Any]], limit: int) -> tuple[int, int]:
+        """One transaction: the rows at the front of ``batch``, at most ``limit`` and up
+        to the first snapshot. Returns (rows committed, the last change's rev or 0)."""
+        changes: list[ChangeRow] = []
+        records: list[RecordRow] = []
+        namespaces: list[tuple[str, str]] = []
+        n = 0
+        for kind, row in batch:
+            if n == limit or kind == "s":
+                break
+            if kind == "c":
+                changes.append(row)
+            elif kind == "r":
+                records.append(row)
+            else:
+                namespaces.append(row)
+            n += 1
+        t0 = time.perf_counter()
+        if self.write_delay:
+            time.sleep(self.write_delay)
+        db = self.db
+        db.execute("BEGIN")
+        if changes:
+            db.executemany(
+                "INSERT OR REPLACE INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", changes
+            )
+        if records:
+            db.executemany(
+                "INSERT INTO records (rev, ts, type, client, key, data) VALUES (?, ?, ?, ?, ?, ?)",
+                records,
+            )
+        if namespaces:
+            db.executemany("INSERT OR REPLACE INTO namespaces VALUES (?, ?)", namespaces)
+        db.execute("COMMIT")
+        self.stats.write_seconds += time.perf_counter() - t0
+        self.stats.batches += 1
+        self.stats.written += len(changes) + len(records)
+        return n, changes[-1][0] if changes else 0
+
+    def _write_snapshot(self, snap: tuple[int, list[Any], dict[str, int]]) -> None:
+        """One attempt; a snapshot that cannot be written is skipped (it only shortens
+        the next start and allows compaction; the history behind it must not wait for
+        the largest write there is). The next one comes ``snapshot_every`` changes on."""
+        rev, entries, tombstones = snap
+        db = self.db
+        try:
+            data = encode_snapshot(rev, entries, tombstones)
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
+                (rev, int(time.time() * 1000), data),
+            )
+            db.execute("COMMIT")
+        except Exception as exc:
+            self._note_error(exc, "event log: snapshot skipped, it could not be written", rev)
+            self._rollback()
+            return
+        try:
+            self._compact()
+        except Exception as exc:
+            self._note_error(exc, "event log: compaction failed; it runs again later", rev)
+            self._rollback()
+
+    def _note_error(self, exc: BaseException, what: str, rev: int | None = None) -> str:
+        """Count an error and log it, once per distinct error every few seconds."""
+        msg = describe_error(exc)
+        self.stats.errors += 1
+        self.stats.last_error = msg
+        if self._may_log(msg):
+            extra: dict[str, Any] = {
+                "error": msg,
+                "pending": self.pending,
+                "durable_rev": self.durable_rev,
+                "failures": self._failures,
+            }
+            if rev is not None:
+                extra["snapshot_rev"] = rev
+            log.error(what, extra=extra)
+        return msg
+
+    def _may_log(self, what: str) -> bool:
+        """Rate limit: True at most once every ``_LOG_EVERY`` seconds per ``what``."""
+        now = time.monotonic()
+        if now - self._logged.get(what, -_LOG_EVERY) < _LOG_EVERY:
+            return False
+        if len(self._logged) > 100:  # a bounded memory of distinct errors
+            self._logged.clear()
+        self._logged[what] = now
+        return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        """A transaction failed: make the connection usable, record the error, wait.
+        False when close() gave up."""
+        self._rollback()
+        self._failures += 1
+        if self.error is None:
+            self.error_since = time.time()
+        self.error = self._note_error(exc, "event log write failed; writers are held")
+        self._chunk = max(1, min(self._chunk, len(self._batch)) // 4)
+        if self._failures % _REOPEN_EVERY == 0:
+            self._reopen()
+        return self._pause(min(_RETRY_MAX, _RETRY_FIRST * 2 ** min(self._failures - 1, 16)))
+
+    def _succeeded(self) -> None:
+        if self.error is not None:
+            down = time.time() - (self.error_since or time.time())
+            # a long outage always says it is over; a flapping one at most every few seconds
+            if down >= _LOG_EVERY or self._may_log("resumed"):
+                log.warning(
+                    "event log writes resumed",
+                    extra={
+                        "failures": self._failures,
+                        "seconds": round(down, 3),
+                        "pending": self.pending,
+                        "durable_rev": self.durable_rev,
+                    },
+                )
+            self.error = None
+            self.error_since = None
+        self._failures = 0
+        if self._chunk < _MAX_BATCH:
+            self._chunk = min(_MAX_BATCH, self._chunk * 2)
+
+    def _rollback(self) -> None:
+        """End a transaction a failure left open (SQLite may have rolled it back); a
+        connection that cannot leave it is replaced."""
+        db = self.db
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        if db.in_transaction:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """A fresh connection: no state left over from the failures (a stuck transaction,
+        a page cache that saw errors). Kept as it is when the database cannot be opened."""
+        if self.settings.path == ":memory:":
+            return  # a new connection would be a new, empty database
+        try:
+            db = connect(self.settings.path)
+        except sqlite3.Error as exc:
+            self._note_error(exc, "event log: cannot reopen the database")
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        self.db = db
+
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` before a retry (cut short by close()); False once close() has
+        stopped waiting for the disk."""
+        give_up = self._give_up_at
+        if give_up is not None:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return False
+            delay = min(delay, left)
+        self._interrupt.wait(delay)
+        self._interrupt.clear()
+        return self._give_up_at is None or time.monotonic() < self._give_up_at
 
     def _compact(self) -> None:
         """Retention: drop changes and records older than the limits, but only below
@@ -379,7 +560,7 @@ def encode_snapshot(
     for i in range(0, len(entries), chunk):
         part = _snap_enc.encode(
             [
-                SnapshotEntry(e.key, msgspec.Raw(e.raw), e.version, e.rev, e.owner, e.ts)
+                SnapshotEntry(e.key, msgspec.Raw(e.raw), e.version, e.rev, e.owner, e.ts, e.stale)
                 for e in entries[i : i + chunk]
             ]
         )

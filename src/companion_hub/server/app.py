@@ -15,6 +15,13 @@ from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
 from ..protocol import encode as wire
 from .hub import Hub, HubConfig
+from .listener import (
+    FD_RESERVE,
+    ConnectionGuard,
+    GuardedSite,
+    raise_fd_limit,
+    throttle_accept_errors,
+)
 from .session import Session
 
 log = logging.getLogger("companion_hub.server")
@@ -70,12 +77,19 @@ async def health_live(request: web.Request) -> web.Response:
 
 async def health_ready(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    doc: dict[str, Any] = {"status": "ok", "hub": hub.hub_id, "rev": hub.store.rev}
-    if hub.event_log is not None:
+    event_log = hub.event_log
+    error = None if event_log is None else event_log.error
+    doc: dict[str, Any] = {"status": "ok" if error is None else "error"}
+    if error is not None:
+        # the log cannot write (a full disk): writers are held until it can again
+        doc["error"] = error
+    doc["hub"] = hub.hub_id
+    doc["rev"] = hub.store.rev
+    if event_log is not None:
         # every change up to durable_rev is committed to the log on disk
-        doc["durable_rev"] = hub.event_log.durable_rev
-        doc["log_pending"] = hub.event_log.pending
-    return _json(wire.encode(doc))
+        doc["durable_rev"] = event_log.durable_rev
+        doc["log_pending"] = event_log.pending
+    return _json(wire.encode(doc), 200 if error is None else 503)
 
 
 async def get_state(request: web.Request) -> web.Response:
@@ -129,17 +143,29 @@ class HubServer:
         self.port = self.config.port
         self.companion_configs = list(companions)
         self.adapters: list[CompanionAdapter] = []
+        self.guard: ConnectionGuard | None = None
 
     async def start(self) -> None:
+        cfg = self.config
         self._runner = web.AppRunner(
-            make_app(self.hub), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            make_app(self.hub),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            # aiohttp closes a connection that has not sent a whole request (headers
+            # included) within its keep-alive timeout: our header timeout
+            keepalive_timeout=cfg.request_header_timeout,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=1024)
+        fd_limit = raise_fd_limit()
+        self.guard = ConnectionGuard(
+            max_total=min(cfg.max_connections, max(16, fd_limit - FD_RESERVE)),
+            max_per_address=cfg.max_connections_per_address,
+        )
+        throttle_accept_errors(asyncio.get_running_loop())
+        site = GuardedSite(self._runner, cfg.host, cfg.port, guard=self.guard, backlog=1024)
         await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = site.port
         self.hub.start_background()
         for cc in self.companion_configs:
             adapter = CompanionAdapter(self.hub, cc)
@@ -162,13 +188,21 @@ class HubServer:
         log.warning("no tokens configured: development mode, any client name is accepted")
 
     async def stop(self) -> None:
+        """Stop the adapters, then the hub (which closes the event log cleanly), then
+        the listener. A failure in one step is logged and never skips the next: the
+        log must be closed on every shutdown."""
         for adapter in self.adapters:
-            await adapter.stop()
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("an adapter failed to stop", extra={"adapter": adapter.config.name})
         self.adapters.clear()
-        await self.hub.shutdown()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        try:
+            await self.hub.shutdown()
+        finally:
+            if self._runner is not None:
+                runner, self._runner = self._runner, None
+                await runner.cleanup()
 
     async def __aenter__(self) -> HubServer:
         await self.start()

@@ -11,6 +11,7 @@ a change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import itertools
 import logging
@@ -28,9 +29,11 @@ from ..core.keys import Pattern
 from ..core.limits import Limits
 from ..core.patterns import PatternIndex
 from ..core.store import Change, Store
+from ..core.writer import Writer
 from ..eventlog.recorder import Recorder, Recovered, recover
 from ..eventlog.store import SCHEMA, EventLog, LogSettings
 from ..protocol import encode as wire
+from ..supervisor import Supervisor
 
 if TYPE_CHECKING:
     from .session import Session
@@ -50,6 +53,12 @@ class HubConfig:
     port: int = 8420
     heartbeat_ms: int = 10_000
     limits: Limits = field(default_factory=Limits)
+    # connection caps (see server/listener.py): over a cap, 503 and close
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
+    # a connection must complete a request's headers within this (also: idle
+    # keep-alive HTTP connections are closed after it)
+    request_header_timeout: float = 10.0
     # extra namespaces granted to clients: client name -> namespaces
     grants: dict[str, list[str]] = field(default_factory=dict)
     # bytes per outgoing frame (the writer batches messages up to this size)
@@ -81,6 +90,8 @@ class Hub:
         self.store = Store(
             clock_ms=now_ms,
             decode=wire.decode_value,
+            encode=wire.encode_value,
+            limits=self.limits,
             history_limit=self.limits.history_changes,
         )
         self.index: PatternIndex[DeliveryQueue] = PatternIndex()
@@ -91,6 +102,7 @@ class Hub:
         )
         self.sessions: dict[str, Session] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.supervisor = Supervisor("hub")
         self._epochs = itertools.count(1)
         self.event_log: EventLog | None = None
         self._lock: IO[str] | None = None
@@ -100,16 +112,28 @@ class Hub:
             self._open_log()
         self.store.add_listener(self._fan_out)
         self.store.register_namespace(HUB_NAMESPACE, HUB_NAMESPACE)
-        self._hub_owned = frozenset({HUB_NAMESPACE})
+        # the hub's own writes (hub.* keys) are exempt from log back-pressure: they
+        # are bounded by the number of clients and adapters
+        self._hub_writer = self.store.writer(HUB_NAMESPACE, {HUB_NAMESPACE})
         if self.recovered is not None:
-            self.store.actor = "hub"
             # the hub's own keys are rebuilt, not restored: their removal is a change too
             hub_ns = self.store.namespace(HUB_NAMESPACE)
             for key in [] if hub_ns is None else [k for k in hub_ns.entries if k != "hub.info"]:
-                self.store.delete(self._hub_owned, key)
-            # everything restored is unconfirmed until its owner writes it again
-            for ns in self.recovered.namespaces:
-                self.store.mark_stale(ns)
+                self._hub_writer.delete(key)
+            if self.recorder is not None:
+                rec = self.recovered
+                self.recorder.session(
+                    "hub-start",
+                    HUB_NAMESPACE,
+                    reason="clean restart" if rec.clean else "restart after an unclean stop",
+                    extra={
+                        "restored_keys": rec.keys,
+                        "marked_stale": rec.flipped,
+                        "rev": rec.rev,
+                        "logged_rev": rec.logged_rev,
+                        "version_floor": rec.version_floor,
+                    },
+                )
         self.set_hub_key(
             "hub.info", {"version": __version__, "started": self.started_ms, "hub": self.hub_id}
         )
@@ -164,6 +188,7 @@ class Hub:
                 "clean": self.recovered.clean,
                 "keys": self.recovered.keys,
                 "replayed": self.recovered.changes_replayed,
+                "marked_stale": self.recovered.flipped,
                 "seconds": round(self.recovered.seconds, 3),
             },
         )
@@ -257,14 +282,18 @@ class Hub:
 
     # --- the hub's own keys ---------------------------------------------------------
 
+    def writer(self, actor: str, owned: Collection[str], epoch: int = 0) -> Writer:
+        """The write handle of an owner (a session, an adapter, a bridge): the one
+        write path, with the hub's limits. Drivers await :meth:`wait_log_room` before
+        taking more input."""
+        return self.store.writer(actor, owned, epoch)
+
+    def mark_stale(self, namespace: str, prefix: str | None = None) -> int:
+        """The hub's judgement that an owner is gone: its keys turn stale."""
+        return self.store.mark_stale(namespace, actor=HUB_NAMESPACE, prefix=prefix)
+
     def set_hub_key(self, key: str, value: Any) -> None:
-        raw = wire.encode(value)
-        store = self.store
-        actor, store.actor = store.actor, "hub"
-        try:
-            store.set(self._hub_owned, key, raw, value)
-        finally:
-            store.actor = actor
+        self._hub_writer.set(key, value)
 
     def namespaces_for(self, client: str) -> list[str]:
         return [f"app.{client}", *self.config.grants.get(client, [])]
@@ -346,7 +375,7 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     def start_background(self) -> None:
-        self.track(asyncio.get_running_loop().create_task(self._progress_loop(), name="progress"))
+        self.supervisor.spawn("progress", self._progress_loop)
         if self.event_log is not None:
             self.event_log.start()
 
@@ -364,7 +393,15 @@ class Hub:
         """Close every session and cancel every background task."""
         sessions = list(self.sessions.values())
         if sessions:
-            await asyncio.gather(*(s.close(1001, b"hub shutting down") for s in sessions))
+            await asyncio.gather(
+                *(s.close(1001, b"hub shutting down") for s in sessions), return_exceptions=True
+            )
+            # let each session finish its cleanup (its keys turn stale) while the log is
+            # still open: the final snapshot then needs no stale flips at the next start
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    await asyncio.gather(*(s.finished.wait() for s in sessions))
+        await self.supervisor.stop()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

@@ -4,15 +4,24 @@ A scenario is the Companion configuration the simulator starts from: pages of
 buttons, custom and module variables, connections, the page shown to Satellite
 devices and per-surface settings (variable bindings, brightness, page). The
 format is documented with an example in docs/simulator.md.
+
+A scenario file is input like any other: every field is checked for its type and
+range before use, and anything wrong raises :class:`ScenarioError` naming the field,
+never a TypeError, KeyError or the like (and nothing that would only fail later,
+inside the running simulator, is let through).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from companion_hub.adapters.companion.codec import FONT_SIZE_RANGE
 
 from .model import (
     BUTTON_TYPES,
@@ -28,6 +37,23 @@ from .model import (
 
 class ScenarioError(ValueError):
     """The scenario file is not valid; the message says where."""
+
+
+# Bounds that keep every value usable by the simulator (and by the hub reading it).
+MAX_PAGE = 9999
+MAX_ROW_COLUMN = 999
+_INT_RANGE = (-(2**63), 2**63 - 1)  # TOML's integers; a JSON document may hold more
+_MAX_VALUE_DEPTH = 32
+_VARIABLE_NAME = re.compile(r"[\w.-]{1,256}")
+_PAGE_BEHAVIOUR = re.compile(r"page:([0-9]{1,4})")
+
+_TOP_KEYS = frozenset(
+    {"device_page", "pages", "custom_variables", "module_variables", "connections", "surfaces"}
+)
+_PAGE_KEYS = frozenset({"number", "name", "buttons"})
+_CONNECTION_KEYS = frozenset({"id", "label", "moduleId", "enabled", "status"})
+_STATUS_KEYS = ("category", "level", "message")
+_SURFACE_KEYS = frozenset({"inputs", "outputs", "brightness", "page", "can_change_page"})
 
 
 @dataclass
@@ -55,18 +81,19 @@ class Scenario:
         return copy.deepcopy(self)
 
 
-_BUTTON_KEYS = {"row", "column", "text", "bgcolor", "color", "font_size", "behaviour", "type"}
-
-
-def make_button(where: str, spec: dict[str, Any]) -> Button:
+def make_button(where: str, spec: Mapping[str, Any]) -> Button:
     """Build a Button from scenario/API fields (text, colours, font_size, type, behaviour)."""
     btn = Button()
     apply_button_fields(btn, spec, where)
     return btn
 
 
-def apply_button_fields(btn: Button, fields: dict[str, Any], where: str = "button") -> None:
-    """Validate and apply button fields in place (the rendered text is updated by the caller)."""
+def apply_button_fields(btn: Button, fields: Mapping[str, Any], where: str = "button") -> None:
+    """Validate and apply button fields in place (the rendered text is updated by the caller).
+
+    Raises ScenarioError for an unknown field or a bad value; ``row`` and ``column``
+    are accepted and ignored (the caller places the button).
+    """
     for key, value in fields.items():
         if key == "text":
             if not isinstance(value, str):
@@ -76,105 +103,148 @@ def apply_button_fields(btn: Button, fields: dict[str, Any], where: str = "butto
         elif key in ("bgcolor", "color"):
             color = parse_color(value)
             if color is None:
-                raise ScenarioError(f"{where}: {key} {value!r} is not a colour")
+                raise ScenarioError(f"{where}: {key} {_show(value)} is not a colour")
             setattr(btn, key, color)
         elif key == "font_size":
-            if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ScenarioError(f"{where}: font_size must be 'auto' or an integer")
+            lo, hi = FONT_SIZE_RANGE
+            if value != "auto" and not (_is_int(value) and lo <= value <= hi):
+                raise ScenarioError(f"{where}: font_size must be 'auto' or an integer {lo}..{hi}")
             btn.font_size = value
         elif key == "type":
-            if value not in BUTTON_TYPES:
+            if not isinstance(value, str) or value not in BUTTON_TYPES:
                 raise ScenarioError(f"{where}: type must be one of {', '.join(BUTTON_TYPES)}")
             btn.type = value
         elif key == "behaviour":
-            try:
-                btn.behaviour = check_behaviour(str(value))
-            except ValueError as exc:
-                raise ScenarioError(f"{where}: {exc}") from None
+            btn.behaviour = _behaviour(where, value)
         elif key in ("row", "column"):
             continue
         else:
-            raise ScenarioError(f"{where}: unknown button field {key!r}")
+            raise ScenarioError(f"{where}: unknown button field {_show(key)}")
 
 
-def _int(where: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScenarioError(f"{where} must be an integer >= {minimum}")
+def _behaviour(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ScenarioError(f"{where}: behaviour must be a string")
+    try:
+        behaviour = check_behaviour(value)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    m = _PAGE_BEHAVIOUR.fullmatch(behaviour)
+    relative = behaviour in ("page:+1", "page:-1")
+    if (
+        behaviour.startswith("page:")
+        and not relative
+        and (m is None or not 1 <= int(m[1]) <= MAX_PAGE)
+    ):
+        raise ScenarioError(f"{where}: behaviour page:<n> needs a page 1..{MAX_PAGE}")
+    return behaviour
+
+
+# --- field checks ------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, bounded."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(where: str, value: Any, minimum: int = 0, maximum: int = _INT_RANGE[1]) -> int:
+    if not _is_int(value) or not minimum <= value <= maximum:
+        raise ScenarioError(f"{where} must be an integer {minimum}..{maximum}")
+    return int(value)
+
+
+def _str(where: str, value: Any, *, empty: bool = True) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise ScenarioError(f"{where} must be a {'' if empty else 'non-empty '}string")
     return value
 
 
-def scenario_from_dict(doc: dict[str, Any]) -> Scenario:
-    """Build a Scenario from a parsed TOML document (raises ScenarioError)."""
-    known = {
-        "device_page",
-        "pages",
-        "custom_variables",
-        "module_variables",
-        "connections",
-        "surfaces",
-    }
-    unknown = set(doc) - known
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where} must be true or false")
+    return value
+
+
+def _table(where: str, value: Any, keys: frozenset[str] | None = None) -> Mapping[str, Any]:
+    """A table (dict with string keys), optionally only with the given keys."""
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{where} must be a table")
+    for key in value:
+        if not isinstance(key, str):
+            raise ScenarioError(f"{where}: key {_show(key)} is not a string")
+        if keys is not None and key not in keys:
+            raise ScenarioError(f"{where}: unknown key {_show(key)}")
+    return value
+
+
+def _array(where: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where} must be an array")
+    return value
+
+
+def _strings(where: str, value: Any) -> dict[str, str]:
+    """A table of string values."""
+    return {k: _str(f"{where}.{k}", v) for k, v in _table(where, value).items()}
+
+
+def _variable_value(where: str, value: Any, depth: int = 0) -> Any:
+    """A value a Companion variable can hold: what JSON can write (TOML dates are not)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        return _int(where, value, *_INT_RANGE)
+    if depth >= _MAX_VALUE_DEPTH and isinstance(value, list | Mapping):
+        raise ScenarioError(f"{where}: nested more than {_MAX_VALUE_DEPTH} levels deep")
+    if isinstance(value, list):
+        return [_variable_value(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {
+            k: _variable_value(f"{where}.{k}", v, depth + 1)
+            for k, v in _table(where, value).items()
+        }
+    raise ScenarioError(
+        f"{where}: a {type(value).__name__} is not a variable value "
+        "(use a string, number, boolean, array or table)"
+    )
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def scenario_from_dict(doc: Any) -> Scenario:
+    """Build a Scenario from a parsed TOML (or JSON) document; raises ScenarioError only."""
+    if not isinstance(doc, Mapping):
+        raise ScenarioError("a scenario must be a table")
+    unknown = [k for k in doc if k not in _TOP_KEYS]
     if unknown:
-        raise ScenarioError(f"unknown top-level keys: {', '.join(sorted(unknown))}")
+        raise ScenarioError(f"unknown top-level keys: {', '.join(sorted(map(_show, unknown)))}")
     sc = Scenario()
-    sc.device_page = _int("device_page", doc.get("device_page", 1), 1)
-    for i, page in enumerate(doc.get("pages", [])):
-        where = f"pages[{i}]"
-        if not isinstance(page, dict):
-            raise ScenarioError(f"{where} must be a table")
-        number = _int(f"{where}.number", page.get("number", i + 1), 1)
-        sc.page_names[number] = str(page.get("name", f"Page {number}"))
-        for j, spec in enumerate(page.get("buttons", [])):
-            bwhere = f"{where}.buttons[{j}]"
-            if not isinstance(spec, dict):
-                raise ScenarioError(f"{bwhere} must be a table")
-            row = _int(f"{bwhere}.row", spec.get("row"))
-            col = _int(f"{bwhere}.column", spec.get("column"))
-            sc.buttons[(number, row, col)] = make_button(bwhere, spec)
-    customs = doc.get("custom_variables", {})
-    if not isinstance(customs, dict):
-        raise ScenarioError("custom_variables must be a table")
-    sc.custom_variables = dict(customs)
-    modules = doc.get("module_variables", {})
-    if not isinstance(modules, dict):
-        raise ScenarioError("module_variables must be a table")
-    for key, value in modules.items():
+    sc.device_page = _int("device_page", doc.get("device_page", 1), 1, MAX_PAGE)
+    for i, page in enumerate(_array("pages", doc.get("pages", []))):
+        _load_page(sc, f"pages[{i}]", i, page)
+    for name, value in _table("custom_variables", doc.get("custom_variables", {})).items():
+        where = f"custom_variables.{_show(name)}"
+        if not _VARIABLE_NAME.fullmatch(name):
+            raise ScenarioError(f"{where}: a name is letters, digits, '_', '-' and '.'")
+        sc.custom_variables[name] = _variable_value(where, value)
+    for key, value in _table("module_variables", doc.get("module_variables", {})).items():
         label, sep, name = key.partition(":")
         if not sep or not label or not name:
-            raise ScenarioError(f"module_variables: {key!r} is not '<connection>:<name>'")
-        sc.module_variables.setdefault(label, {})[name] = value
-    for i, spec in enumerate(doc.get("connections", [])):
-        where = f"connections[{i}]"
-        try:
-            conn = Connection(
-                id=str(spec["id"]),
-                label=str(spec.get("label", spec["id"])),
-                module_id=str(spec.get("moduleId", "generic-module")),
-                enabled=bool(spec.get("enabled", True)),
-            )
-        except (KeyError, TypeError):
-            raise ScenarioError(f"{where}: needs at least an id") from None
-        status = spec.get("status")
-        if isinstance(status, dict):
-            conn.status = {
-                k: (None if status.get(k) in (None, "") else str(status.get(k)))
-                for k in ("category", "level", "message")
-            }
-        elif not conn.enabled:
-            conn.status = module_status(None, "Disabled")
-        sc.connections.append(conn)
-    for surface_id, spec in doc.get("surfaces", {}).items():
-        where = f"surfaces.{surface_id}"
-        if not isinstance(spec, dict):
-            raise ScenarioError(f"{where} must be a table")
-        page = spec.get("page")
-        sc.surfaces[surface_id] = SurfaceSettings(
-            inputs={str(k): str(v) for k, v in spec.get("inputs", {}).items()},
-            outputs={str(k): str(v) for k, v in spec.get("outputs", {}).items()},
-            brightness=_int(f"{where}.brightness", spec.get("brightness", 100)),
-            page=None if page is None else _int(f"{where}.page", page, 1),
-            can_change_page=bool(spec.get("can_change_page", False)),
-        )
+            raise ScenarioError(f"module_variables: {_show(key)} is not '<connection>:<name>'")
+        checked = _variable_value(f"module_variables.{_show(key)}", value)
+        sc.module_variables.setdefault(label, {})[name] = checked
+    for i, spec in enumerate(_array("connections", doc.get("connections", []))):
+        sc.connections.append(_connection(f"connections[{i}]", spec))
+    for surface_id, spec in _table("surfaces", doc.get("surfaces", {})).items():
+        where = f"surfaces.{_show(surface_id)}"
+        sc.surfaces[_str(where, surface_id, empty=False)] = _surface(where, spec)
     # a counter button needs its variable to exist (Companion: the user creates it first)
     for btn in sc.buttons.values():
         if btn.behaviour.startswith("counter:"):
@@ -185,12 +255,59 @@ def scenario_from_dict(doc: dict[str, Any]) -> Scenario:
     return sc
 
 
+def _load_page(sc: Scenario, where: str, index: int, page: Any) -> None:
+    page = _table(where, page, _PAGE_KEYS)
+    number = _int(f"{where}.number", page.get("number", index + 1), 1, MAX_PAGE)
+    sc.page_names[number] = _str(f"{where}.name", page.get("name", f"Page {number}"))
+    for j, item in enumerate(_array(f"{where}.buttons", page.get("buttons", []))):
+        bwhere = f"{where}.buttons[{j}]"
+        spec = _table(bwhere, item)
+        row = _int(f"{bwhere}.row", spec.get("row"), 0, MAX_ROW_COLUMN)
+        col = _int(f"{bwhere}.column", spec.get("column"), 0, MAX_ROW_COLUMN)
+        sc.buttons[(number, row, col)] = make_button(bwhere, spec)
+
+
+def _connection(where: str, spec: Any) -> Connection:
+    spec = _table(where, spec, _CONNECTION_KEYS)
+    if "id" not in spec:
+        raise ScenarioError(f"{where}: needs at least an id")
+    conn_id = _str(f"{where}.id", spec["id"], empty=False)
+    conn = Connection(
+        id=conn_id,
+        label=_str(f"{where}.label", spec.get("label", conn_id), empty=False),
+        module_id=_str(f"{where}.moduleId", spec.get("moduleId", "generic-module")),
+        enabled=_bool(f"{where}.enabled", spec.get("enabled", True)),
+    )
+    if "status" in spec:
+        status = _table(f"{where}.status", spec["status"], frozenset(_STATUS_KEYS))
+        texts = {k: _str(f"{where}.status.{k}", status.get(k, "")) for k in _STATUS_KEYS}
+        conn.status = {k: (v or None) for k, v in texts.items()}
+    elif not conn.enabled:
+        conn.status = module_status(None, "Disabled")
+    return conn
+
+
+def _surface(where: str, spec: Any) -> SurfaceSettings:
+    spec = _table(where, spec, _SURFACE_KEYS)
+    page = spec.get("page")
+    return SurfaceSettings(
+        inputs=_strings(f"{where}.inputs", spec.get("inputs", {})),
+        outputs=_strings(f"{where}.outputs", spec.get("outputs", {})),
+        brightness=_int(f"{where}.brightness", spec.get("brightness", 100), 0, 100),
+        page=None if page is None else _int(f"{where}.page", page, 1, MAX_PAGE),
+        can_change_page=_bool(f"{where}.can_change_page", spec.get("can_change_page", False)),
+    )
+
+
 def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario TOML file (raises ScenarioError or OSError)."""
+    """Read a scenario TOML file (raises ScenarioError, or OSError if it cannot be read)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, or a value tomllib refuses
         raise ScenarioError(f"{path}: {exc}") from None
     try:
         return scenario_from_dict(doc)

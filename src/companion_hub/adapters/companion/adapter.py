@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.commands import InFlight, Outcome
 from ...core.errors import ErrorCode, HubError
+from ...core.writer import Writer
+from ...logs import Throttle
 from ...protocol import encode as wire
+from ...supervisor import Backoff, Supervisor
 from .http import CompanionHttp, HttpError, PollResult, VariableRef
 from .layout import Layout, valid_segment
 from .link import LinkDown, LinkTiming, ReplyTimeout, SatelliteLink
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from ...server.hub import Hub
 
 log = logging.getLogger("companion_hub.adapters.companion")
+_throttled = Throttle(log, interval=5.0)
 
 _LOCATION = re.compile(r"^(\d+)/(-?\d+)/(-?\d+)$")
 COMMANDS = ("press", "down", "up", "rotate", "set_variable", "set_style", "set_input", "refresh")
@@ -114,6 +118,9 @@ class CompanionAdapter:
         self.layout = Layout(config.namespace)
         self.owned = frozenset({config.namespace})
         self.actor = f"adapter:{config.name}"  # owner of the namespace, actor in the log
+        # the one write path; each Satellite session and each poll is a new epoch
+        self.writer: Writer = hub.writer(self.actor, self.owned)
+        self._sat = self.writer
         self.device_id = config.device_id or default_device_id(hub.config.port, config.name)
         self.refs = [VariableRef.parse(v) for v in config.variables]
         self.satellite = SatelliteLink(
@@ -131,17 +138,24 @@ class CompanionAdapter:
             on_event=self._on_satellite_event,
             on_state=self._on_satellite_state,
             timing=config.timing,
+            hold=self._hold,
         )
-        self.http = CompanionHttp(config.host, config.http_port) if config.http else None
+        self.http = (
+            CompanionHttp(config.host, config.http_port, max_value_bytes=hub.limits.value_bytes)
+            if config.http
+            else None
+        )
         self.http_up = False
-        self._sat_epoch = 0
         self._info: dict[str, Any] = {}
         self._sat_state: tuple[str, str, float | None] = ("connecting", "starting", None)
         self._http_state = "connecting" if config.http else "off"
         self._http_detail = ""
         self._uptime: float | None = None
         self._held: set[str] = set()  # locations pressed with `down` and not released
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(f"companion:{config.name}")
+        self.refused = 0  # upstream values refused by the write rules (too large, bad key)
+        self._last_refused = ""
+        self._refused_flush: asyncio.TimerHandle | None = None
         self._poll_now = asyncio.Event()
         self._synced_event = asyncio.Event()
         self._surface: dict[str, Any] = {}
@@ -154,45 +168,118 @@ class CompanionAdapter:
         hub.register_namespace(self.config.namespace, self.actor)
         hub.router.set_owner(self.config.namespace, self)
         self._publish_state()
-        self._tasks.append(asyncio.create_task(self.satellite.run(), name="companion-satellite"))
+        timing = self.config.timing
+        # the links handle the failures they expect (reconnecting with their own
+        # back-off); the supervisor restarts them after anything else
+        self.supervisor.spawn(
+            f"companion-satellite:{self.config.name}",
+            self.satellite.run,
+            on_crash=self._satellite_crashed,
+            backoff=Backoff(timing.backoff_base, timing.backoff_max),
+            stable_after=timing.stable_after,
+        )
         if self.http is not None:
-            self._tasks.append(asyncio.create_task(self._poll_loop(), name="companion-http"))
+            self.supervisor.spawn(
+                f"companion-http:{self.config.name}",
+                self._poll_loop,
+                on_crash=self._http_crashed,
+                backoff=Backoff(
+                    max(timing.backoff_base, self.config.poll_interval), timing.backoff_max
+                ),
+                stable_after=timing.stable_after,
+            )
 
     async def stop(self) -> None:
+        """Release held buttons, stop the links, mark the namespace stale. Never raises
+        a task's old exception: the hub's shutdown must go on."""
         if self._held and self.http is not None:
             for loc in list(self._held):
                 with contextlib.suppress(HttpError):
                     await self.http.location(loc, "up")
             self._held.clear()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks.clear()
+        await self.supervisor.stop()
+        if self._refused_flush is not None:
+            self._refused_flush.cancel()
+            self._refused_flush = None
         if self.http is not None:
             await self.http.close()
         self.hub.router.owner_gone(self, "the Companion adapter stopped")
-        self.hub.store.actor = self.actor
-        self.hub.store.mark_stale(self.config.namespace)
+        self.writer.mark_stale()
         self._sat_state = ("disconnected", "adapter stopped", None)
         self._http_state = "disconnected" if self.config.http else "off"
         self._publish_state()
 
+    async def _hold(self) -> None:
+        """Back-pressure: the links wait here while the event log is behind."""
+        if self.hub.log_over_limit:
+            await self.hub.wait_log_room()
+
+    # --- crashes (the supervisor restarts the task after this) -------------------------------
+
+    def _satellite_crashed(self, exc: BaseException) -> None:
+        n = 0
+        for prefix in (self.layout.buttons, self.layout.surfaces, self.layout.info):
+            n += self.writer.mark_stale(prefix)
+        self._synced_event.clear()
+        self._sat_state = ("error", f"internal error: {type(exc).__name__}: {exc}"[:300], None)
+        self._publish_state()
+        log.warning("Companion Satellite keys marked stale", extra={"stale_keys": n})
+
+    def _http_crashed(self, exc: BaseException) -> None:
+        n = 0
+        for prefix in (self.layout.variables, self.layout.connections):
+            n += self.writer.mark_stale(prefix)
+        self.http_up = False
+        self._http_state = "error"
+        self._http_detail = f"internal error: {type(exc).__name__}: {exc}"[:300]
+        self._publish_state()
+        log.warning("Companion HTTP keys marked stale", extra={"stale_keys": n})
+
     # --- store helpers ----------------------------------------------------------------------
 
-    def _write(self, key: str, value: Any, epoch: int) -> None:
-        self.hub.store.actor = self.actor
-        self.hub.store.set(self.owned, key, wire.encode_value(value), value, None, epoch)
+    def _write(self, key: str | None, value: Any, w: Writer) -> None:
+        """Write an upstream value. One the write rules refuse (too large, a key that
+        breaks the grammar) is logged (rate-limited), counted in the status, and the
+        key keeps its last good value."""
+        if key is None:
+            return
+        try:
+            w.set(key, value)
+        except HubError as exc:
+            self._refuse(key, exc)
+            with contextlib.suppress(HubError):
+                w.touch(key)  # keep the last good value: sync must not delete it
 
     def _delete(self, key: str) -> None:
-        if self.hub.store.get(key) is not None:
-            self.hub.store.actor = self.actor
-            self.hub.store.delete(self.owned, key)
+        try:
+            self._sat.discard(key)
+        except HubError as exc:
+            self._refuse(key, exc)
+
+    def _refuse(self, key: str, exc: HubError) -> None:
+        self.refused += 1
+        self._last_refused = f"{key[:120]}: {exc.message}"[:300]
+        _throttled.warning(
+            f"refused:{exc.code}",
+            "a value from Companion was refused; the key keeps its last good value",
+            adapter=self.config.name,
+            key=key[:120],
+            code=str(exc.code),
+            reason=exc.message,
+            refused_total=self.refused,
+        )
+        if self._refused_flush is None:  # the status says so, at most once a second
+            self._refused_flush = asyncio.get_running_loop().call_later(1.0, self._flush_refused)
+
+    def _flush_refused(self) -> None:
+        self._refused_flush = None
+        self._publish_state()
 
     def _publish_state(self) -> None:
         sat_state, sat_detail, retry = self._sat_state
-        if sat_state == "connected" and self._http_state in ("connected", "off"):
+        if "error" in (sat_state, self._http_state):
+            state = "error"
+        elif sat_state == "connected" and self._http_state in ("connected", "off"):
             state = "connected"
         elif "disconnected" in (sat_state, self._http_state):
             state = "disconnected"
@@ -203,7 +290,12 @@ class CompanionAdapter:
             "http": {"state": self._http_state, "detail": self._http_detail},
             "next_retry": None if retry is None else int(retry * 1000),
         }
-        detail = sat_detail if sat_state != "connected" else self._http_detail or sat_detail
+        if self.refused:
+            extra["refused"] = {"count": self.refused, "last": self._last_refused}
+        if state == "error":
+            detail = sat_detail if sat_state == "error" else self._http_detail
+        else:
+            detail = sat_detail if sat_state != "connected" else self._http_detail or sat_detail
         snapshot = (state, detail, repr(extra))
         if snapshot == self._published:
             return  # unchanged: no new version (and `since` keeps its meaning)
@@ -215,9 +307,8 @@ class CompanionAdapter:
     def _on_satellite_state(self, state: str, detail: str, retry: float | None) -> None:
         if state == "disconnected":
             n = 0
-            self.hub.store.actor = self.actor
             for prefix in (self.layout.buttons, self.layout.surfaces, self.layout.info):
-                n += self.hub.store.mark_stale(self.config.namespace, prefix=prefix)
+                n += self.writer.mark_stale(prefix)
             self._synced_event.clear()
             log.warning(
                 "Companion Satellite link down",
@@ -229,7 +320,7 @@ class CompanionAdapter:
     def _on_satellite_event(self, ev: Event) -> None:
         lay = self.layout
         if isinstance(ev, Began):
-            self._sat_epoch = self.hub.new_epoch()
+            self._sat = self.writer.with_epoch(self.hub.new_epoch())
             self._info = {
                 "companion_version": ev.companion_version,
                 "api_version": ev.api_version,
@@ -237,15 +328,15 @@ class CompanionAdapter:
                 "subscriptions": False,
                 "mode": None,
             }
-            self._write(lay.info, self._info, self._sat_epoch)
+            self._write(lay.info, self._info, self._sat)
         elif isinstance(ev, Capabilities):
             self._info["capabilities"] = {k: v for k, v in ev.flags.items()}
             self._info["subscriptions"] = ev.subscriptions
-            self._write(lay.info, self._info, self._sat_epoch)
+            self._write(lay.info, self._info, self._sat)
         elif isinstance(ev, Registering):
             self._info["mode"] = ev.mode
             self._info["detail"] = ev.detail
-            self._write(lay.info, self._info, self._sat_epoch)
+            self._write(lay.info, self._info, self._sat)
             self._sat_state = ("connecting", ev.detail, None)
             self._publish_state()
         elif isinstance(ev, ButtonRendered):
@@ -253,7 +344,7 @@ class CompanionAdapter:
             if ev.state is None:
                 self._delete(key)
             else:
-                self._write(key, ev.state, self._sat_epoch)
+                self._write(key, ev.state, self._sat)
         elif isinstance(ev, DevicePage):
             self._surface["page"] = ev.page
             self._write_surface()
@@ -263,30 +354,26 @@ class CompanionAdapter:
         elif isinstance(ev, OutputValue):
             out_key = lay.surface_output(self.device_id, ev.variable)
             if out_key is not None:
-                self._write(out_key, ev.value, self._sat_epoch)
+                self._write(out_key, ev.value, self._sat)
         elif isinstance(ev, Synced):
             self._on_synced(ev.mode)
 
     def _write_surface(self) -> None:
         self._surface["mode"] = self._info.get("mode")
-        self._write(self.layout.surface(self.device_id), dict(self._surface), self._sat_epoch)
+        self._write(self.layout.surface(self.device_id), dict(self._surface), self._sat)
 
     def _on_synced(self, mode: str) -> None:
         lay = self.layout
-        ns = self.config.namespace
         prefix: str | None
         if mode == "subscriptions":
             prefix = lay.buttons
         else:
             page = self.satellite.proto.device_page if self.satellite.proto else None
             prefix = lay.button_page(page) if page is not None else None
-        self.hub.store.actor = self.actor
-        removed = [] if prefix is None else self.hub.store.sync(ns, self._sat_epoch, prefix)
+        removed = [] if prefix is None else self._sat.sync(prefix)
         # transferable inputs and the surface are re-written on every registration
         for var, value in self.satellite.inputs.items():
-            key = lay.surface_input(self.device_id, var)
-            if key is not None:
-                self._write(key, value, self._sat_epoch)
+            self._write(lay.surface_input(self.device_id, var), value, self._sat)
         self._sat_state = ("connected", str(self._info.get("detail", mode)), None)
         log.info(
             "Companion Satellite link synchronised",
@@ -303,16 +390,17 @@ class CompanionAdapter:
         assert self.http is not None
         failures = 0
         while True:
-            epoch = self.hub.new_epoch()
+            await self._hold()
+            w = self.writer.with_epoch(self.hub.new_epoch())
             try:
-                result = await self.http.poll(self.refs, partial(self._write_values, epoch=epoch))
-            except (HttpError, ValueError) as exc:
+                result = await self.http.poll(self.refs, partial(self._write_values, w=w))
+            except HttpError as exc:
                 failures += 1
                 self._http_down(str(exc))
                 delay = min(self.config.timing.backoff_max, self.config.poll_interval * failures)
             else:
                 failures = 0
-                self._http_polled(result, epoch)
+                self._http_polled(result, w)
                 delay = self.config.poll_interval
             self._poll_now.clear()
             with contextlib.suppress(TimeoutError):
@@ -321,15 +409,14 @@ class CompanionAdapter:
     def _http_down(self, detail: str) -> None:
         if self._http_state != "disconnected":
             n = 0
-            self.hub.store.actor = self.actor
             for prefix in (self.layout.variables, self.layout.connections):
-                n += self.hub.store.mark_stale(self.config.namespace, prefix=prefix)
+                n += self.writer.mark_stale(prefix)
             log.warning("Companion HTTP API unreachable", extra={"reason": detail, "stale_keys": n})
         self.http_up = False
         self._http_state, self._http_detail = "disconnected", detail
         self._publish_state()
 
-    def _write_values(self, batch: dict[VariableRef, str | None], *, epoch: int) -> None:
+    def _write_values(self, batch: dict[VariableRef, str | None], *, w: Writer) -> None:
         """Variables as they come in (equal values change nothing; 404 deletes)."""
         lay = self.layout
         for ref, value in batch.items():
@@ -339,39 +426,35 @@ class CompanionAdapter:
             if value is None:
                 self._delete(key)
             else:
-                self._write(key, value, epoch)
+                self._write(key, value, w)
 
-    def _http_polled(self, result: PollResult, epoch: int) -> None:
+    def _http_polled(self, result: PollResult, w: Writer) -> None:
         lay = self.layout
-        ns = self.config.namespace
         if result.failed:
-            log.warning(
+            _throttled.warning(
+                "variables-failed",
                 "some Companion variables could not be read; kept as they were",
-                extra={"failed": {str(r): why for r, why in list(result.failed.items())[:10]}},
+                adapter=self.config.name,
+                failed={str(r): why for r, why in list(result.failed.items())[:10]},
             )
             # not re-read this time: keep them (do not let sync delete them)
             for ref in result.failed:
                 key = lay.variable(ref.connection, ref.name)
                 if key is not None:
-                    self.hub.store.touch(self.owned, key, epoch)
+                    w.touch(key)
+                    if ref in result.too_large:  # refused by the size rule: say so
+                        self._refuse(key, HubError(ErrorCode.TOO_LARGE, result.failed[ref]))
         for conn in result.connections:
-            label = conn.get("label")
-            key = lay.connection(label) if isinstance(label, str) else None
-            if key is None:
-                continue
-            self._write(
-                key,
-                {
-                    "id": conn.get("id"),
-                    "module": conn.get("moduleId"),
-                    "enabled": conn.get("enabled"),
-                    "status": conn.get("status"),
-                },
-                epoch,
+            self._write(lay.connection(conn.label), conn.as_state(), w)
+        if result.skipped_connections:
+            _throttled.warning(
+                "skipped-connections",
+                "Companion listed connections the adapter cannot read; skipped",
+                adapter=self.config.name,
+                skipped=result.skipped_connections,
             )
-        self.hub.store.actor = self.actor
-        self.hub.store.sync(ns, epoch, prefix=lay.variables)
-        self.hub.store.sync(ns, epoch, prefix=lay.connections)
+        w.sync(lay.variables)
+        w.sync(lay.connections)
         restarted = (
             self._uptime is not None and result.uptime is not None and result.uptime < self._uptime
         )
@@ -476,7 +559,7 @@ class CompanionAdapter:
                 raise HubError(ErrorCode.FAILED, f"Companion: {reply.message}")
             key = self.layout.surface_input(self.device_id, var)
             if key is not None:
-                self._write(key, text, self._sat_epoch)
+                self._write(key, text, self._sat)
             return {"name": var}
         if name == "refresh":
             return await self._refresh()

@@ -10,9 +10,9 @@ toggling quotes, and splits each token at its first ``=``.
 from __future__ import annotations
 
 import base64
-import binascii
 import codecs
-from collections.abc import Iterable
+import re
+from collections.abc import Collection, Iterable
 from typing import Any
 
 Params = dict[str, "str | bool"]
@@ -148,7 +148,7 @@ def b64_decode_text(value: str | bool) -> str:
     raw += "=" * (-len(raw) % 4)
     try:
         return base64.b64decode(raw, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
         raise Base64Error(f"invalid base64 text: {exc}") from None
 
 
@@ -164,8 +164,85 @@ def b64_decode_json(value: str | bool) -> Any:
     text = b64_decode_text(value)
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise Base64Error(f"invalid JSON in base64 field: {exc}") from None
+
+
+# --- numbers and locations ------------------------------------------------------------
+#
+# Everything below parses a field Companion (or anything else on the port) wrote, so it
+# must never raise and never let a hostile value through: ``int(float(x))`` raises
+# OverflowError on ``inf``/``1e999``, ``int`` accepts ``" 5 "``, ``"5_0"`` and Unicode
+# digits, and a 300-digit page number would become a state key. Only plain ASCII
+# decimals are accepted, with a bounded number of digits (so conversion cost is
+# bounded too), and only inside the range the caller asks for.
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]{1,18}(?:\.[0-9]{0,18})?")
+_LOCATION_TEXT = re.compile(r"([0-9]{1,9})/([0-9]{1,9})/([0-9]{1,9})")
+_WORD = re.compile(r"[a-z]{1,16}")
+_NUMBER_WORDS = frozenset({"inf", "infinity", "nan"})
+
+# Companion's font sizes are "auto" or a point size (its menu offers 7 to 44).
+FONT_SIZE_RANGE = (1, 1000)
+
+
+def parse_int(value: str | bool | None, lo: int, hi: int) -> int | None:
+    """A decimal integer in ``lo..hi`` (inclusive), or None for anything else.
+
+    Accepts what Companion writes for an integer (``5``, ``-1``; a sign and up to 18
+    ASCII digits) and rejects everything else: a bare flag (``True``), fractions,
+    exponents, ``inf``/``nan``, whitespace, out-of-range values.
+    """
+    if not isinstance(value, str) or _INT_TEXT.fullmatch(value) is None:
+        return None
+    n = int(value)
+    return n if lo <= n <= hi else None
+
+
+def parse_decimal(value: str | bool | None, lo: int, hi: int) -> int | None:
+    """Like :func:`parse_int`, but a plain decimal fraction (``14.0``, ``50.5``) is
+    accepted too and truncated toward zero.
+
+    Companion writes numbers with JavaScript's ``String(n)``, so a computed font size
+    or brightness can arrive as a fraction; ``1e+21``, ``Infinity`` and ``NaN`` (what
+    JavaScript writes for the non-finite and the huge) are rejected.
+    """
+    if not isinstance(value, str) or _DECIMAL_TEXT.fullmatch(value) is None:
+        return None
+    n = int(value.partition(".")[0])
+    return n if lo <= n <= hi else None
+
+
+def parse_font_size(value: str | bool | None) -> int | str | None:
+    """``FONT_SIZE``: a size in :data:`FONT_SIZE_RANGE`, a short lower-case word such
+    as ``auto`` (kept as is), or None when the field is unusable and must be dropped."""
+    n = parse_decimal(value, *FONT_SIZE_RANGE)
+    if n is not None:
+        return n
+    if isinstance(value, str) and _WORD.fullmatch(value) and value not in _NUMBER_WORDS:
+        return value
+    return None
+
+
+def parse_location(
+    value: str | bool | None, pages: Collection[int], rows: int, columns: int
+) -> tuple[int, int, int] | None:
+    """``page/row/column`` inside the configured grid, or None.
+
+    The page must be one of ``pages``, and ``0 <= row < rows``, ``0 <= column <
+    columns``: a location outside the grid would become a state key the hub never
+    configured.
+    """
+    if not isinstance(value, str):
+        return None
+    m = _LOCATION_TEXT.fullmatch(value)
+    if m is None:
+        return None
+    page, row, column = int(m[1]), int(m[2]), int(m[3])
+    if page not in pages or not (0 <= row < rows and 0 <= column < columns):
+        return None
+    return page, row, column
 
 
 # --- framing -------------------------------------------------------------------------

@@ -16,14 +16,13 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 
 from .satellite import (
-    Began,
     Event,
     ProtocolError,
     Reply,
@@ -52,6 +51,12 @@ class LinkTiming:
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     connect_timeout: float = 5.0
+    # the back-off starts over only once a link has stayed synchronised this long
+    # (a Companion that answers BEGIN and then drops us must not be hammered)
+    stable_after: float = 10.0
+    # Companion's API is unusable (too old): retry this rarely, as Companion's own
+    # Satellite client does
+    incompatible_retry: float = 30.0
 
 
 class _Transport(Protocol):
@@ -115,6 +120,7 @@ class SatelliteLink:
         on_event: Callable[[Event], None],
         on_state: Callable[[str, str, float | None], None],
         timing: LinkTiming | None = None,
+        hold: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.options = options
         self.host = host
@@ -123,6 +129,10 @@ class SatelliteLink:
         self.on_event = on_event
         self.on_state = on_state
         self.timing = timing or LinkTiming()
+        # awaited before each chunk of input is handled: the hub holds the link here
+        # while its event log is behind (Companion's writes then wait in TCP buffers)
+        self.hold = hold
+        self._holding = False
         self.proto: SatelliteProtocol | None = None
         self.inputs: dict[str, str] = {}
         self.synced = False
@@ -132,6 +142,8 @@ class SatelliteLink:
         self._last_rx = 0.0
         self._reset = asyncio.Event()
         self._attempt = 0
+        self._synced_at: float | None = None
+        self._fatal_kind = ""
         self.connects = 0
 
     # --- requests -----------------------------------------------------------------------
@@ -191,17 +203,34 @@ class SatelliteLink:
     # --- the connection loop -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, serve, reconnect with back-off; until cancelled."""
-        while True:
-            reason = await self._one_connection()
+        """Connect, serve, reconnect with back-off; until cancelled.
+
+        The back-off grows with every connection that ends (exponential, capped, with
+        jitter) and starts over only after a connection stayed synchronised for
+        ``stable_after`` seconds: a BEGIN alone proves nothing. An incompatible
+        Companion is retried every ``incompatible_retry`` seconds at most.
+        """
+        try:
+            while True:
+                self._fatal_kind = ""
+                self._synced_at = None
+                reason = await self._one_connection()
+                self.synced = False
+                t = self.timing
+                if (
+                    self._synced_at is not None
+                    and time.monotonic() - self._synced_at >= t.stable_after
+                ):
+                    self._attempt = 0
+                self._attempt += 1
+                delay = min(t.backoff_max, t.backoff_base * 2 ** min(self._attempt - 1, 10))
+                delay = random.uniform(delay / 2, delay)  # jitter
+                if self._fatal_kind == "incompatible":
+                    delay = max(delay, t.incompatible_retry)
+                self.on_state("disconnected", reason, time.time() + delay)
+                await asyncio.sleep(delay)
+        finally:
             self.synced = False
-            self._attempt += 1
-            delay = min(
-                self.timing.backoff_max, self.timing.backoff_base * 2 ** min(self._attempt - 1, 10)
-            )
-            delay = random.uniform(delay / 2, delay)  # jitter
-            self.on_state("disconnected", reason, time.time() + delay)
-            await asyncio.sleep(delay)
 
     async def _open(self) -> _Transport:
         t = self.timing
@@ -235,6 +264,7 @@ class SatelliteLink:
         self._last_rx = time.monotonic()
         self._reset.clear()
         keepalive = asyncio.create_task(self._keepalive(), name="satellite-keepalive")
+        keepalive.add_done_callback(self._keepalive_done)
         reason = "connection closed by Companion"
         try:
             reason = await self._read_loop(transport)
@@ -264,6 +294,13 @@ class SatelliteLink:
                 if data is None:
                     return "connection closed by Companion"
                 self._last_rx = time.monotonic()
+                if self.hold is not None:
+                    self._holding = True
+                    try:
+                        await self.hold()
+                    finally:
+                        self._holding = False
+                        self._last_rx = time.monotonic()
                 proto = self.proto
                 assert proto is not None
                 proto.receive_data(data)
@@ -279,20 +316,36 @@ class SatelliteLink:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await t
 
+    def _keepalive_done(self, task: asyncio.Task[None]) -> None:
+        """The keep-alive ended: fine when cancelled or when it reset the link itself;
+        an unexpected exception is logged and drops the connection (which the run
+        loop re-opens), so a link is never left without its dead-link detection."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(
+                "Satellite keep-alive failed; dropping the connection",
+                exc_info=exc,
+                extra={"error": repr(exc)},
+            )
+            self.reset(f"keep-alive failed: {exc!r}")
+
     def _dispatch(self, ev: Event) -> str | None:
         if isinstance(ev, Reply):
             self._resolve(ev)
             return None
         if isinstance(ev, ProtocolError):
             log.warning(
-                "satellite protocol problem", extra={"problem": ev.message, "fatal": ev.fatal}
+                "satellite protocol problem",
+                extra={"problem": ev.message, "kind": ev.kind, "fatal": ev.fatal},
             )
             if ev.fatal:
+                self._fatal_kind = ev.kind
                 return ev.message
-        if isinstance(ev, Began):
-            self._attempt = 0
         if isinstance(ev, Synced):
             self.synced = True
+            self._synced_at = time.monotonic()
         self.on_event(ev)
         return None
 
@@ -325,6 +378,8 @@ class SatelliteLink:
             if proto is None:
                 return
             now = time.monotonic()
+            if self._holding:
+                self._last_rx = now  # data is waiting for us: the link is alive
             if now - self._last_rx > t.dead_after:
                 self.reset(f"no data from Companion for {t.dead_after:g} s (dead link)")
                 return

@@ -6,11 +6,17 @@ configured location and mirror ``SUB-STATE``; otherwise (or to exchange transfer
 values) register a virtual surface with ``ADD-DEVICE`` and mirror the ``KEY-STATE`` of
 the page Companion shows on it. The asyncio driver (:mod:`.link`) owns the socket,
 time, keep-alive and reconnection; this class owns the protocol.
+
+Every field that arrives is treated as hostile: numbers and locations are parsed with
+the bounded parsers of :mod:`.codec`, only locations inside the configured grid are
+reported, and a bad message is ignored and counted (:attr:`SatelliteProtocol.problems`)
+rather than raised, so nothing Companion sends can kill the link task.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +31,11 @@ from .codec import (
     b64_text,
     format_line,
     is_falsey,
+    parse_decimal,
+    parse_font_size,
+    parse_int,
     parse_line,
+    parse_location,
 )
 
 log = logging.getLogger("companion_hub.adapters.companion")
@@ -99,9 +109,40 @@ class Pong:
 
 @dataclass(frozen=True)
 class ProtocolError:
+    """Something Companion sent could not be used (or Companion reported an error).
+
+    ``kind`` is a short stable identifier (see :data:`PROBLEM_KINDS`) for counting and
+    for the driver's decisions, e.g. "incompatible" (the API is too old: reconnecting
+    soon will not help). A fatal one means the connection must be dropped.
+    """
+
     message: str
     fatal: bool = False
+    kind: str = "malformed"
 
+
+# The kinds of ProtocolError, each counted per connection in SatelliteProtocol.problems.
+PROBLEM_KINDS = frozenset(
+    {
+        "malformed",  # not a Satellite message, or a required field is missing
+        "unknown-message",  # a well-formed command this client does not know
+        "unexpected",  # a known message that makes no sense now (e.g. a second BEGIN)
+        "bad-number",  # a number field that is not a number in its allowed range
+        "bad-location",  # SUBID/LOCATION missing, malformed or outside the configured grid
+        "bad-base64",  # a base64 text field that does not decode to UTF-8
+        "unknown-variable",  # a VARIABLE-VALUE for a variable that is not a declared output
+        "companion-error",  # Companion answered ERROR
+        "add-sub-failed",  # an ADD-SUB was refused
+        "add-device-failed",  # ADD-DEVICE was refused (fatal unless "exists elsewhere")
+        "subscriptions-disabled",  # the setting was switched off (fatal)
+        "line-too-long",  # more than MAX_LINE_CHARS without a newline (fatal)
+        "incompatible",  # Companion's API is older than 1.7 (fatal)
+        "internal",  # a bug in this module, caught so the link survives
+    }
+)
+
+
+Loc = tuple[int, int, int]  # page, row, column
 
 Event = (
     Began
@@ -143,26 +184,39 @@ class SatelliteOptions:
     variables: list[Transferable] = field(default_factory=list)
 
 
+_VERSION_PART = re.compile(r"[0-9]{1,9}")
+_COMMAND_WORD = re.compile(r"[A-Z][A-Z0-9_-]{0,63}")
+
+
 def _version_tuple(text: str) -> tuple[int, ...]:
     parts: list[int] = []
     for p in text.split("+", 1)[0].split("-", 1)[0].split("."):
-        try:
-            parts.append(int(p))
-        except ValueError:
+        if _VERSION_PART.fullmatch(p) is None:
             break
+        parts.append(int(p))
     return tuple(parts)
 
 
 def location_of(subid: str) -> tuple[int, int, int] | None:
-    try:
-        p, r, c = (int(x) for x in subid.split("/"))
-    except ValueError:
+    """``page/row/column`` as numbers (no grid check: for ids this client made)."""
+    parts = subid.split("/")
+    if len(parts) != 3:
         return None
+    nums = [parse_int(x, 0, 10**9) for x in parts]
+    if None in nums:
+        return None
+    p, r, c = (n for n in nums if n is not None)
     return p, r, c
 
 
 class SatelliteProtocol:
-    """One Satellite connection's protocol state. Create a new one per connection."""
+    """One Satellite connection's protocol state. Create a new one per connection.
+
+    :attr:`problems` counts, per :data:`PROBLEM_KINDS` kind, what was ignored on this
+    connection. So that a misbehaving peer cannot flood the log, a non-fatal
+    :class:`ProtocolError` event is emitted only the first time its kind occurs on a
+    connection (later ones are only counted); fatal ones are always emitted.
+    """
 
     def __init__(self, options: SatelliteOptions, inputs: dict[str, str] | None = None) -> None:
         self.options = options
@@ -184,17 +238,33 @@ class SatelliteProtocol:
         self._device_pending = False
         self._keys_unrendered: set[int] = set()
         self._need_device = False
+        self._pages = frozenset(options.pages)
+        self._outputs = frozenset(v.id for v in options.variables if v.type == "output")
+        self.problems: dict[str, int] = {}
 
     # --- I/O boundary -----------------------------------------------------------------
 
     def receive_data(self, data: bytes | str) -> None:
+        """Feed bytes (or text frames) as received, in any chunking.
+
+        This never raises, whatever the input: anything unusable becomes a
+        :class:`ProtocolError` event (fatal when the connection must be dropped) and
+        is counted in :attr:`problems`.
+        """
         for line in self._buffer.feed(data):
             if line.strip():
                 self._handle_line(line)
         try:
             self._buffer.check()
         except LineTooLong as exc:
-            self._events.append(ProtocolError(str(exc), fatal=True))
+            self._problem("line-too-long", str(exc), fatal=True)
+
+    def _problem(self, kind: str, message: str, fatal: bool = False) -> None:
+        """Count a problem; emit it if fatal or the first of its kind on this connection."""
+        seen = self.problems.get(kind, 0)
+        self.problems[kind] = seen + 1
+        if fatal or not seen:
+            self._events.append(ProtocolError(message, fatal, kind))
 
     def events(self) -> list[Event]:
         ev, self._events = self._events, []
@@ -236,26 +306,35 @@ class SatelliteProtocol:
         cmd, params = parse_line(line)
         handler = _HANDLERS.get(cmd)
         if handler is None:
-            self._events.append(ProtocolError(f"unknown message ignored: {line[:80]!r}"))
+            if _COMMAND_WORD.fullmatch(cmd) is None:
+                self._problem("malformed", f"not a Satellite message, ignored: {line[:80]!r}")
+            else:
+                self._problem("unknown-message", f"unknown message ignored: {line[:80]!r}")
             return
         try:
             handler(self, params)
         except Base64Error as exc:
-            self._events.append(ProtocolError(f"{cmd}: {exc}; message ignored"))
+            self._problem("bad-base64", f"{cmd}: {exc}; message ignored")
         except (ValueError, KeyError) as exc:
-            self._events.append(ProtocolError(f"{cmd}: malformed ({exc}); message ignored"))
+            self._problem("malformed", f"{cmd}: malformed ({exc}); message ignored")
+        except Exception:  # a bug here must not take the link down with it
+            log.exception("satellite message handler failed", extra={"command": cmd})
+            self._problem("internal", f"{cmd}: internal error while handling it; ignored")
 
     def _on_begin(self, p: Params) -> None:
+        if self.state != "awaiting-begin":
+            self._problem("unexpected", "BEGIN after the connection began; ignored")
+            return
         api = p.get("ApiVersion")
         self.companion_version = str(p.get("CompanionVersion", ""))
         self.api_version = str(api) if isinstance(api, str) else ""
         self.api = _version_tuple(self.api_version)
         self._events.append(Began(self.companion_version, self.api_version))
         if self.api < (1, 7):
-            self._events.append(
-                ProtocolError(
-                    f"Companion API {self.api_version or '?'} is too old (need 1.7+)", True
-                )
+            self._problem(
+                "incompatible",
+                f"Companion API {self.api_version or '?'} is too old (need 1.7+)",
+                fatal=True,
             )
             return
         if self.api >= (1, 10):
@@ -357,28 +436,43 @@ class SatelliteProtocol:
     def _on_add_sub(self, p: Params) -> None:
         ok, msg = self._reply("ADD-SUB", p)
         subid = p.get("SUBID")
-        if ok and isinstance(subid, str):
+        if ok:
+            if not isinstance(subid, str) or subid not in self._subs_pending:
+                # only what this client asked for may hold up (or join) the sync
+                self._problem("unexpected", f"ADD-SUB OK for {str(subid)[:40]!r}: not asked")
+                return
             self._subs_pending.discard(subid)
             self._subs_unrendered.add(subid)
-        elif not ok:
+        else:
             if msg == "Subscriptions not enabled":
                 # the setting changed: Companion closes every connection anyway
-                self._events.append(ProtocolError("ADD-SUB: Subscriptions not enabled", True))
+                self._problem(
+                    "subscriptions-disabled", "ADD-SUB: Subscriptions not enabled", fatal=True
+                )
                 return
             # errors carry no SUBID: they answer the oldest pending ADD-SUB
             if self._subs_pending:
                 first = min(self._subs_pending, key=_loc_key)
                 self._subs_pending.discard(first)
-            self._events.append(ProtocolError(f"ADD-SUB failed: {msg}"))
+            self._problem("add-sub-failed", f"ADD-SUB failed: {msg[:200]}")
         self._check_synced()
+
+    def _location(self, cmd: str, field_name: str, value: str | bool | None) -> Loc | None:
+        """A SUBID/LOCATION inside the configured grid, else None (counted)."""
+        loc = parse_location(value, self._pages, self.options.rows, self.options.columns)
+        if loc is None:
+            shown = f"{value[:40]!r}" if isinstance(value, str) else "missing"
+            self._problem(
+                "bad-location",
+                f"{cmd}: {field_name} {shown} is not a configured page/row/column; ignored",
+            )
+        return loc
 
     def _on_sub_state(self, p: Params) -> None:
         subid = p.get("SUBID")
-        if not isinstance(subid, str):
-            raise ValueError("SUB-STATE without SUBID")
-        loc = location_of(subid)
-        if loc is None:
-            raise ValueError(f"unexpected SUBID {subid!r}")
+        loc = self._location("SUB-STATE", "SUBID", subid)
+        if loc is None or not isinstance(subid, str):
+            return
         state = self._render(p)
         self._events.append(ButtonRendered(*loc, state))
         if subid in self._subs_unrendered:
@@ -399,38 +493,53 @@ class SatelliteProtocol:
                 self._send("SET-VARIABLE-VALUE", device=True, VARIABLE=var, VALUE=b64_text(value))
         elif msg == "Device exists elsewhere":
             # sent to the *old* connection; the driver's timeout retries on the new one
-            self._events.append(ProtocolError("ADD-DEVICE: device exists elsewhere"))
+            self._problem("add-device-failed", "ADD-DEVICE: device exists elsewhere")
             return
         else:
             self._device_pending = False
-            self._events.append(ProtocolError(f"ADD-DEVICE failed: {msg}", fatal=True))
+            self._problem("add-device-failed", f"ADD-DEVICE failed: {msg[:200]}", fatal=True)
         self._check_synced()
 
     def _on_key_state(self, p: Params) -> None:
-        loc = p.get("LOCATION")
-        key = p.get("KEY")
-        if isinstance(key, str) and key.isdigit():
-            self._keys_unrendered.discard(int(key))
-        if isinstance(loc, str):
-            parsed = location_of(loc)
-            if parsed is not None:
-                page = parsed[0]
+        if "KEY" in p:
+            keys = self.options.rows * self.options.columns
+            key = parse_int(p["KEY"], 0, keys - 1)
+            if key is None:
+                self._problem(
+                    "bad-number", f"KEY-STATE: KEY {str(p['KEY'])[:40]!r} is not 0..{keys - 1}"
+                )
+                return
+            # the key was drawn even if its location is not mirrored: it counts for the sync
+            self._keys_unrendered.discard(key)
+        if "LOCATION" in p:
+            loc = self._location("KEY-STATE", "LOCATION", p["LOCATION"])
+            if loc is not None:
+                page = loc[0]
                 if page != self.device_page:
                     self.device_page = page
                     self._events.append(DevicePage(page))
                 if self.mode == "device":
-                    self._events.append(ButtonRendered(*parsed, self._render(p)))
+                    self._events.append(ButtonRendered(*loc, self._render(p)))
         self._check_synced()
 
     def _on_variable_value(self, p: Params) -> None:
         var = p.get("VARIABLE")
-        if isinstance(var, str):
-            self._events.append(OutputValue(var, b64_decode_text(p.get("VALUE", False))))
+        if not isinstance(var, str):
+            raise ValueError("VARIABLE-VALUE without VARIABLE")
+        if var not in self._outputs:
+            self._problem(
+                "unknown-variable", f"VARIABLE-VALUE for {var[:40]!r}: not a declared output"
+            )
+            return
+        self._events.append(OutputValue(var, b64_decode_text(p.get("VALUE", False))))
 
     def _on_brightness(self, p: Params) -> None:
-        value = p.get("VALUE")
-        if isinstance(value, str):
-            self._events.append(Brightness(int(float(value))))
+        value = parse_decimal(p.get("VALUE"), 0, 100)
+        if value is None:
+            shown = str(p.get("VALUE"))[:40]
+            self._problem("bad-number", f"BRIGHTNESS: VALUE {shown!r} is not 0..100; ignored")
+            return
+        self._events.append(Brightness(value))
 
     def _on_ping(self, p: Params) -> None:
         self._out.append("PONG\n")
@@ -446,7 +555,7 @@ class SatelliteProtocol:
         msg = p.get("MESSAGE", "")
         text = msg if isinstance(msg, str) else ""
         fatal = text == "Line too long"
-        self._events.append(ProtocolError(f"Companion says: {text}", fatal))
+        self._problem("companion-error", f"Companion says: {text[:200]}", fatal)
 
     def _ignore(self, p: Params) -> None:
         return None
@@ -462,9 +571,13 @@ class SatelliteProtocol:
             "pressed": not is_falsey(p.get("PRESSED")),
             "type": _str(p.get("TYPE"), "BUTTON"),
         }
-        size = p.get("FONT_SIZE")
-        if isinstance(size, str):
-            state["font_size"] = int(float(size)) if _is_number(size) else size
+        if "FONT_SIZE" in p:
+            size = parse_font_size(p["FONT_SIZE"])
+            if size is None:
+                shown = str(p["FONT_SIZE"])[:40]
+                self._problem("bad-number", f"FONT_SIZE {shown!r} is not a size; field dropped")
+            else:
+                state["font_size"] = size
         bitmap = p.get("BITMAP")
         if isinstance(bitmap, str) and bitmap.startswith("data:"):
             state["image"] = bitmap
@@ -480,14 +593,6 @@ class SatelliteProtocol:
 
 def _str(value: str | bool | None, default: str) -> str:
     return value if isinstance(value, str) and value else default
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _loc_key(subid: str) -> tuple[int, ...]:
