@@ -89,7 +89,8 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
             state[key] = Entry(key, value or b"null", version, r, owner, bool(stale), ts)
             tombstones.pop(key, None)
     clean = event_log.take_clean_marker()
-    gap = 0 if clean else crash_gap
+    # the hub's exempt stale flips: at most one per restored key
+    gap = 0 if clean else crash_gap + len(state)
     floor = _int(event_log.meta("version_floor")) + gap
     if gap:
         event_log.set_meta("version_floor", str(floor))

@@ -176,17 +176,31 @@ def decode_frame(data: bytes | str) -> list[Message | BadMessage]:
     Every value in a returned message nests at most ``MAX_DEPTH`` levels, so it can be
     re-encoded and compared without running out of stack.
     """
-    if type(data) is not bytes or not data.isascii():
+    if not data.isascii():
         data = _utf8(data)
-    if len(data) > _SHALLOW_BYTES and not _nests_within(data, MESSAGE_DEPTH):
-        return _decode_deep(data)
-    return _decode(data)
+    if len(data) > _SHALLOW_BYTES:
+        if isinstance(data, str):
+            data = data.encode()  # ASCII: the checks work on bytes
+        if not _nests_within(data, MESSAGE_DEPTH):
+            return _decode_deep(data)
+    # _decode(data), inline: this is the path of nearly every frame
+    try:
+        decoded = _decode_batch(data)
+    except msgspec.ValidationError:
+        return _decode_each(data)
+    except msgspec.DecodeError as exc:
+        raise FrameError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # pragma: no cover - only with a nearly exhausted stack
+        raise FrameError("invalid JSON: nested too deep to decode here") from None
+    if type(decoded) is list:
+        return cast("list[Message | BadMessage]", decoded)
+    return [cast("Message", decoded)]
 
 
 # --- decoding a frame known to nest no deeper than the limit ------------------------
 
 
-def _decode(data: bytes) -> list[Message | BadMessage]:
+def _decode(data: bytes | str) -> list[Message | BadMessage]:
     """The common case in one msgspec call; a frame with a bad message is decoded
     again message by message, to say which one is bad and why."""
     try:
@@ -202,20 +216,20 @@ def _decode(data: bytes) -> list[Message | BadMessage]:
     return [cast("Message", decoded)]
 
 
-def _decode_each(data: bytes) -> list[Message | BadMessage]:
+def _decode_each(data: bytes | str) -> list[Message | BadMessage]:
     try:
         decoded = _frame.decode(data)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # the top level is not an array
         try:
-            top = _loose.decode(data)
-        except msgspec.DecodeError:
-            raise FrameError(f"invalid JSON: {exc}") from None
-        if not isinstance(top, dict):
+            head = _head.decode(data)
+        except msgspec.ValidationError:
             raise FrameError(
                 "a frame must be a JSON object or an array of objects",
                 FrameErrorKind.NOT_MESSAGES,
             ) from None
-        return [_explain(data, exc)]
+        except msgspec.DecodeError:
+            raise FrameError(f"invalid JSON: {exc}") from None
+        return [_explain(head, exc)]
     except msgspec.DecodeError as exc:
         raise FrameError(f"invalid JSON: {exc}") from None
     except RecursionError:  # pragma: no cover - only with a nearly exhausted stack
@@ -227,30 +241,42 @@ def _decode_each(data: bytes) -> list[Message | BadMessage]:
         try:
             out.append(_typed.decode(item))
         except msgspec.ValidationError as exc:
-            out.append(_explain(item, exc))
-        except msgspec.DecodeError as exc:  # pragma: no cover - Raw is valid JSON
-            out.append(BadMessage(None, None, HubError(ErrorCode.BAD_REQUEST, str(exc))))
+            try:
+                out.append(_explain(_head.decode(item), exc))
+            except msgspec.DecodeError:  # not an object (Raw is valid JSON)
+                out.append(BadMessage(None, None, _NOT_AN_OBJECT))
     return out
 
 
-def _explain(raw: bytes | msgspec.Raw, exc: msgspec.ValidationError) -> BadMessage:
-    try:
-        obj = _loose.decode(raw)
-    except msgspec.DecodeError:
-        return BadMessage(None, None, HubError(ErrorCode.BAD_REQUEST, f"invalid JSON: {exc}"))
-    if not isinstance(obj, dict):
-        return BadMessage(
-            None,
-            None,
-            HubError(ErrorCode.BAD_REQUEST, "each message must be a JSON object"),
-        )
-    rid = _request_id(obj.get("id"))
-    op = obj.get("op")
+class _Head(msgspec.Struct, forbid_unknown_fields=False):
+    """Just the ``op`` and ``id`` of a message that failed validation, undecoded: the
+    rest is skipped, so a number out of range elsewhere cannot hide the ``id``."""
+
+    op: msgspec.Raw = msgspec.Raw()
+    id: msgspec.Raw = msgspec.Raw()
+
+
+_head = msgspec.json.Decoder(_Head)
+_NOT_AN_OBJECT = HubError(ErrorCode.BAD_REQUEST, "each message must be a JSON object")
+
+
+def _explain(head: _Head, exc: msgspec.ValidationError) -> BadMessage:
+    rid = _request_id(_raw_value(head.id))
+    op = _raw_value(head.op)
     if not isinstance(op, str):
         return BadMessage(rid, None, HubError(ErrorCode.BAD_REQUEST, "missing string field 'op'"))
     if op not in KNOWN_OPS:
         return BadMessage(rid, op, HubError(ErrorCode.BAD_REQUEST, f"unknown op {op!r}"))
     return BadMessage(rid, op, HubError(ErrorCode.BAD_REQUEST, f"invalid {op!r} message: {exc}"))
+
+
+def _raw_value(raw: msgspec.Raw) -> Any:
+    if not raw:
+        return None
+    try:
+        return _loose.decode(raw)
+    except msgspec.DecodeError:  # a number out of range
+        return None
 
 
 def _request_id(rid: Any) -> RequestId:

@@ -59,7 +59,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         timeout=2.0,  # how long close() waits for the client's closing handshake
         heartbeat=hub.config.heartbeat_ms / 1000,
-        max_msg_size=lim.frame_bytes,
+        # aiohttp refuses a message of max_msg_size bytes or more; the protocol's
+        # limit is inclusive (a message of exactly frame_bytes is accepted)
+        max_msg_size=lim.frame_bytes + 1,
         compress=False,
         decode_text=False,
         autoping=False,  # the session answers pings and uses pongs as delivery acks

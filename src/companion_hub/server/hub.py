@@ -174,8 +174,11 @@ class Hub:
         else:
             self.hub_id = stored_id
         # after a crash: at most this many acknowledged changes can be missing from the
-        # log (the writers are held at max_pending; one batch and one frame on top)
-        crash_gap = cfg.log_max_pending + 50_000 + 10_000
+        # log. Writers are held at max_pending (one batch and one frame on top); the
+        # hub's own exempt writes are stale flips, at most one per key per disconnect:
+        # per restored key (recover adds those) and per key created in the lost window
+        # (at most max_pending more)
+        crash_gap = 2 * cfg.log_max_pending + 50_000 + 10_000
         self.recovered = recover(
             event_log, self.store, self.limits.history_changes, crash_gap=crash_gap
         )

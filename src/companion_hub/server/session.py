@@ -49,12 +49,19 @@ CLOSE_REPLACED = 4000
 CONTROL_BACKLOG_BYTES = 4 * 1024 * 1024
 # ... or while this many snapshots/barriers wait (each may hold a list of entries)
 BARRIER_BACKLOG = 256
+# delivery window: probes (window pings asked for by an unmatched pong) at most this
+# often, and at most this many window pings remembered
+PROBE_INTERVAL_MS = 100
+MAX_OUTSTANDING_PINGS = 64
 
 
 @dataclass(slots=True)
 class _Sub:
     patterns: list[Pattern]
     events: bool
+
+
+_BINARY = object()  # the first frame was binary
 
 
 class _Closed(Exception):
@@ -86,6 +93,9 @@ class Session:
         self._acked = 0
         self._pinged = 0
         self._pings: deque[tuple[bytes, int]] = deque()
+        self._bad_frames = 0
+        self._probe = False  # the writer should send a window ping now
+        self._last_probe_ms = 0
         rps = hub.limits.requests_per_second
         self._bucket = TokenBucket(rps, rps, time.monotonic())
 
@@ -113,8 +123,10 @@ class Session:
         async with asyncio.timeout(HELLO_TIMEOUT_S):
             while True:
                 msg = await self.ws.receive()
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if msg.type is WSMsgType.TEXT:
                     return msg
+                if msg.type is WSMsgType.BINARY:
+                    return _BINARY
                 if msg.type is WSMsgType.PING:
                     with contextlib.suppress(ConnectionError):
                         await self.ws.pong(msg.data)
@@ -129,9 +141,16 @@ class Session:
             return False
         if msg is None:
             return False
+        if msg is _BINARY:
+            await self._fail_session(
+                HubError(ErrorCode.BAD_REQUEST, "binary frames are not supported; send text"),
+                None,
+            )
+            return False
         try:
             msgs = m.decode_frame(msg.data)
         except m.FrameError as exc:
+            self._bad_frame(exc)
             await self._fail_session(HubError(ErrorCode.BAD_REQUEST, str(exc)), None)
             return False
         first = msgs[0] if msgs else None
@@ -295,6 +314,7 @@ class Session:
                 try:
                     items = m.decode_frame(msg.data)
                 except m.FrameError as exc:
+                    self._bad_frame(exc)
                     self._send(wire.error(HubError(ErrorCode.BAD_REQUEST, str(exc))))
                     continue
                 await self._handle_all(items)
@@ -322,6 +342,17 @@ class Session:
             else:  # CLOSE, CLOSING, CLOSED
                 return
 
+    def _bad_frame(self, exc: Exception) -> None:
+        """An unusable frame (not JSON, invalid UTF-8, nested too deep) is answered with
+        BAD_REQUEST and the connection kept; logged once per connection, without a
+        traceback, so that a client cannot flood the log."""
+        self._bad_frames += 1
+        if self._bad_frames == 1:
+            log.warning(
+                "unusable frame answered with BAD_REQUEST (logged once per connection)",
+                extra={"client": self.client, "address": self.address, "error": str(exc)[:200]},
+            )
+
     async def _handle_all(self, items: list[m.Message | m.BadMessage]) -> None:
         """Handle a frame's messages in order. A client that sends requests faster than
         it reads the replies is paused (we stop reading its frames) while more than
@@ -342,15 +373,38 @@ class Session:
         self.queue.push_control(data)
 
     def _on_pong(self, payload: bytes) -> None:
+        """A pong confirms the window ping it echoes and everything before it.
+
+        RFC 6455 (5.5.3) lets a peer answer only the most recent of several pings, and
+        the heartbeat's pings carry no payload: a pong we cannot match proves that the
+        peer read everything sent before *some* later ping, but not which. It asks for
+        a fresh window ping (a probe), which, answered, confirms everything sent so far;
+        without it a client that skipped our window pings would wait forever behind a
+        full window. Probes are at most one per PROBE_INTERVAL_MS, so a peer that sends
+        unsolicited pongs cannot start a ping storm.
+        """
         pings = self._pings
-        if not any(data == payload for data, _ in pings):
-            return  # not one of ours (e.g. the heartbeat's): nothing to confirm
-        while pings:
-            data, offset = pings.popleft()
-            if data == payload:  # pongs come in order: this confirms everything before
-                self._acked = offset
-                self._wake.set()
-                return
+        if any(data == payload for data, _ in pings):
+            while pings:
+                data, offset = pings.popleft()
+                if data == payload:  # pongs come in order: this confirms everything before
+                    self._acked = max(self._acked, offset)
+                    self._wake.set()
+                    return
+        if self._sent > self._acked and now_ms() - self._last_probe_ms >= PROBE_INTERVAL_MS:
+            self._probe = True
+            self._wake.set()
+
+    async def _ping(self) -> None:
+        """A window ping: its pong confirms every byte sent before it."""
+        self._pinged = self._sent
+        self._last_probe_ms = now_ms()
+        payload = b"d%d" % self._sent
+        pings = self._pings
+        pings.append((payload, self._sent))
+        while len(pings) > MAX_OUTSTANDING_PINGS:
+            pings.popleft()  # a later ping's pong confirms more anyway
+        await self.ws.ping(payload)
 
     async def _writer(self) -> None:
         q = self.queue
@@ -362,6 +416,10 @@ class Session:
         wake = self._wake
         try:
             while True:
+                if self._probe:
+                    self._probe = False
+                    if self._sent > self._acked:
+                        await self._ping()
                 msgs = q.take(target, wire.dropped, stream=self._sent - self._acked < window)
                 if (
                     not self._room.is_set()
@@ -371,17 +429,15 @@ class Session:
                     self._room.set()  # the reader may take requests again
                 if not msgs:
                     wake.clear()
-                    await wake.wait()
+                    if not self._probe:
+                        await wake.wait()
                     continue
                 frame = wire.batch(msgs)
                 await ws.send_frame(frame, WSMsgType.TEXT)
                 self._sent += len(frame)
                 self.last_send_ms = now_ms()
                 if self._sent - self._pinged >= ping_every:
-                    self._pinged = self._sent
-                    payload = b"d%d" % self._sent
-                    self._pings.append((payload, self._sent))
-                    await ws.ping(payload)
+                    await self._ping()
         except asyncio.CancelledError:
             raise
         except (ConnectionError, RuntimeError) as exc:
@@ -402,7 +458,15 @@ class Session:
                 await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
 
     def maybe_progress(self, rev: int, now: int, heartbeat_ms: int) -> None:
-        """Tell an idle subscriber that the hub moved on (see protocol section 4)."""
+        """Tell an idle subscriber that the hub moved on (see protocol section 4); and
+        re-probe a delivery window that has stayed full for a heartbeat (its window
+        pings may have gone unanswered: a later ping's pong does not name them)."""
+        if (
+            self._sent - self._acked >= self.hub.config.delivery_window_bytes
+            and now - self._last_probe_ms >= heartbeat_ms
+        ):
+            self._probe = True
+            self._wake.set()
         q = self.queue
         if (
             self.subs

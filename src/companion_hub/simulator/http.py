@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -184,7 +185,8 @@ def build_http_app(sim: CompanionSimulator) -> web.Application:
             fields["font_size"] = "auto"
         elif size is not None:
             n = js_number(str(size))
-            if n is not None and str(size).strip():
+            # Companion clamps nothing here; the simulator ignores what no button can show
+            if n is not None and str(size).strip() and math.isfinite(n) and 1 <= n <= 1000:
                 fields["font_size"] = int(n)
         text = query.get("text", body.get("text"))
         if isinstance(text, str):
