@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-
 from .wsclient import Client, RawClient, flatten
 
 KEYS = 200
