@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -228,10 +229,12 @@ async def test_reconnects_back_off_until_a_link_stays_up(hub: HubServer) -> None
 
 
 async def test_a_crash_in_the_satellite_task_is_supervised(
-    hub: HubServer, tmp_path: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from companion_hub.simulator import CompanionSimulator, load_scenario
 
+    hub = HubServer(HubConfig(port=0, data_dir=str(tmp_path / "data")))
+    await hub.start()
     path = tmp_path / "scenario.toml"
     path.write_text(SCENARIO)
     sim = CompanionSimulator(load_scenario(path), clock=False, connection_status_changes=False)
@@ -271,6 +274,12 @@ async def test_a_crash_in_the_satellite_task_is_supervised(
     finally:
         await hub.stop()  # never re-raises the old exception
         await sim.stop()
+    # and the event log was closed cleanly: the next start needs no crash gap
+    db = sqlite3.connect(tmp_path / "data" / "hub.sqlite3")
+    (clean_rev,) = db.execute("SELECT v FROM meta WHERE k = 'clean_rev'").fetchone()
+    (max_rev,) = db.execute("SELECT MAX(rev) FROM changes").fetchone()
+    db.close()
+    assert int(clean_rev) == max_rev
 
 
 # --- HTTP ---------------------------------------------------------------------------------

@@ -144,3 +144,17 @@ def test_format_parse_round_trip(args: dict, status: str | None) -> None:
 @given(st.text(max_size=200))
 def test_base64_text_round_trip(text: str) -> None:
     assert b64_decode_text(b64_text(text)) == text
+
+
+def test_an_over_long_line_counts_however_the_reads_split_it() -> None:
+    """Its newline arriving in the same read as its tail (a PONG right after it, say)
+    used to make it a complete line, and no reset: a flaky race."""
+    for chunks in (
+        [b"x" * 100, b"x" * 5 + b"\nPONG\n"],  # terminated in the same read
+        [b"x" * 100, b"x" * 5, b"\nPONG\n"],  # unterminated first
+    ):
+        buf = LineBuffer(max_chars=100)
+        lines = [line for c in chunks for line in buf.feed(c)]
+        with pytest.raises(LineTooLong):
+            buf.check()
+        assert "PONG" in lines and all(len(line) <= 100 for line in lines)

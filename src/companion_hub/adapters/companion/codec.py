@@ -251,10 +251,12 @@ def parse_location(
 class LineBuffer:
     """Bytes (or text frames) in, complete lines out; bounded.
 
-    A UTF-8 character split across chunks is handled. If the unterminated rest
-    exceeds ``max_chars`` after the complete lines are taken (as Companion does, the
-    complete lines of that chunk still count), the rest is dropped and ``overflowed``
-    is set; :meth:`check` raises :class:`LineTooLong` for it.
+    A UTF-8 character split across chunks is handled. A line longer than
+    ``max_chars`` is dropped and sets ``overflowed`` (:meth:`check` raises
+    :class:`LineTooLong` for it), whether it is still unterminated or its newline came
+    in the same chunk as its tail: how the bytes happen to be split into reads must
+    not decide whether an over-long line counts. The complete lines of a chunk that
+    are within the limit still count (as Companion does).
     """
 
     def __init__(self, max_chars: int = MAX_LINE_CHARS) -> None:
@@ -269,8 +271,12 @@ class LineBuffer:
             return []
         text = self._partial + text
         *lines, self._partial = text.split("\n")
-        if len(self._partial) > self.max_chars:
+        limit = self.max_chars
+        if len(self._partial) > limit:
             self._partial = ""
+            self.overflowed = True
+        if lines and max(map(len, lines)) > limit:
+            lines = [line for line in lines if len(line) <= limit]
             self.overflowed = True
         return lines
 
