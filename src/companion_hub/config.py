@@ -62,6 +62,7 @@ class LimitsFile(msgspec.Struct, forbid_unknown_fields=True):
     event_queue: int = _D.event_queue
     history_changes: int = _D.history_changes
     idempotency_keys_per_client: int = _D.idempotency_keys_per_client
+    idempotency_bytes: int = _D.idempotency_bytes
     requests_per_second: int = _D.requests_per_second
 
 

@@ -18,7 +18,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from companion_hub.core.window import MAX_PING_PAYLOAD, DeliveryWindow, PongOutcome
+from companion_hub.core.window import (
+    MAX_PING_PAYLOAD,
+    MAX_PROBE_CREDIT,
+    DeliveryWindow,
+    PongOutcome,
+)
 from tests.fuzzing import fuzz_settings
 
 HEARTBEAT = b""  # aiohttp's heartbeat ping carries no payload
@@ -222,40 +227,51 @@ def test_each_ping_confirms_its_offset_and_everything_before() -> None:
 
 
 def test_a_ping_goes_out_with_the_frame_that_fills_the_window_only() -> None:
-    w = DeliveryWindow(1000, 1000)
-    assert w.on_sent(999) is None
-    assert w.on_sent(10) == b"d1009"  # now full: its pong reopens the whole window
+    w = DeliveryWindow(1000, 600)
+    assert w.on_sent(700) == b"d700"
+    assert w.on_sent(350) == b"d1050"  # fills the window: its pong reopens all of it
     assert w.on_sent(10) is None  # a reply while full: no ping per frame
-    assert w.on_sent(990) == b"d2009"  # but every ping_every bytes still
+    assert w.on_sent(590) == b"d1650"  # but every ping_every bytes still
 
 
-def test_unmatched_pongs_probe_once_per_interval_and_after_progress() -> None:
+def test_unmatched_pongs_cannot_start_a_ping_pong_loop() -> None:
     """A client that answers every ping with an empty pong (not RFC 6455) must not get
-    the hub into a ping-pong loop: one probe, then one per heartbeat while full."""
+    the hub into a ping-pong loop: one probe per window ping or heartbeat tick."""
     w = DeliveryWindow(100, 100)
     assert w.on_pong(b"") == PongOutcome(False, None)  # nothing unconfirmed: nothing to do
-    assert w.on_sent(100) == b"d100"
+    assert w.on_sent(100) == b"d100"  # a window ping: one credit
     assert w.on_pong(b"").ping == b"d100"
     for _ in range(10):
         assert w.on_pong(b"") == PongOutcome(False, None)
-    assert w.on_heartbeat() == b"d100"  # full: probe, and the allowance is back
+    assert w.on_heartbeat() == b"d100"  # full: the tick probes, and earns a credit
     assert w.on_pong(b"").ping == b"d100"
     assert w.on_pong(b"").ping is None
     assert w.outstanding_pings == 1  # the same offset is recorded once
     assert w.on_pong(b"d100").opened
     assert w.on_heartbeat() is None  # not full: nothing is waiting for a pong
     assert w.on_sent(50) is None
-    assert w.on_pong(b"x").ping == b"d150"  # progress renewed the allowance
+    assert w.on_pong(b"x").ping == b"d150"  # the tick's credit
+    assert w.on_pong(b"x").ping is None
+    for _ in range(10):  # credit is capped
+        w.on_heartbeat()
+    probes = [w.on_pong(b"") for _ in range(10)]
+    assert sum(p.ping is not None for p in probes) == MAX_PROBE_CREDIT
 
 
-def test_a_late_pong_for_a_dropped_ping_probes() -> None:
+def test_a_late_pong_for_a_dropped_ping_still_confirms() -> None:
     w = DeliveryWindow(10, 1, max_pings=2)
     for _ in range(3):
-        assert w.on_sent(3) is not None  # d3, d6, d9: d3 is dropped
+        assert w.on_sent(3) is not None  # d3, d6, d9: d3 is dropped from the list
     assert w.outstanding_pings == 2
-    assert w.on_pong(b"d3").ping == b"d9"
-    assert w.on_pong(b"d6").opened and w.acked == 6
-    assert w.on_pong(b"d9").opened and w.acked == 9
+    assert w.on_pong(b"d3") == PongOutcome(True, None)
+    assert w.acked == 3 and w.outstanding_pings == 2
+    assert w.on_pong(b"d3") == PongOutcome(False, None)  # a repeat: no probe either
+    assert w.on_pong(b"d9").opened and w.acked == 9 and w.outstanding_pings == 0
+    assert w.on_pong(b"d6") == PongOutcome(False, None)  # passed over, then late
+    # not our payloads, so unmatched (a probe each while credit lasts)
+    w.on_sent(5)
+    for foreign in (b"d014", b"d-1", b"d1x", b"d", b"D14", b"d99999"):
+        assert not w.on_pong(foreign).opened, foreign
 
 
 def test_arguments_are_checked() -> None:

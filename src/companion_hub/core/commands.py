@@ -6,18 +6,39 @@ and does not keep time itself: the server passes ``now_ms`` in, schedules the
 timeout of each in-flight command and calls :meth:`CommandRouter.expire`, and
 supplies the callbacks that deliver a command to its owner and a result to its
 caller. Exactly one final outcome reaches every caller.
+
+Results are bounded: an owner's reply larger than ``max_result_bytes`` (encoded) ends
+the command with ``TOO_LARGE`` for the caller, and :meth:`CommandRouter.reply` says so,
+for the owner to be told. The idempotency cache is bounded too, in records per client
+and in bytes across all clients: it keeps each finished outcome *encoded* (so that its
+charge, the encoded size plus :data:`RECORD_BYTES`, is what it really holds), decodes
+it again for a retry, and forgets the oldest finished records first, never one still
+in flight. Encoding and decoding are injected (the server passes the wire codec).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
+import msgspec
+
 from .errors import ErrorCode, HubError
-from .limits import COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS, IDEMPOTENCY_WINDOW_MS
+from .limits import (
+    COMMAND_TIMEOUT_DEFAULT_MS,
+    COMMAND_TIMEOUT_MAX_MS,
+    IDEMPOTENCY_WINDOW_MS,
+    Limits,
+)
+
+_DEFAULTS = Limits()
+# Bytes charged to each idempotency record besides its encoded outcome: the record,
+# its key and the two dictionaries' slots. It bounds the count for tiny results too.
+RECORD_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +55,24 @@ class Outcome:
 
 
 ResultCallback = Callable[[Outcome], None]
+
+
+class ReplyStatus(Enum):
+    """What became of an owner's reply. Truthy only when accepted, as the boolean it
+    replaces was: ``if not router.reply(...)`` still means "tell the owner"."""
+
+    ACCEPTED = "accepted"
+    """The outcome reached the caller (and the idempotency cache)."""
+    UNKNOWN = "unknown"
+    """No such command in flight to this owner (finished, timed out, not its own)."""
+    TOO_LARGE = "too_large"
+    """The result (or error) was over ``max_result_bytes``: the caller got TOO_LARGE."""
+    NOT_JSON = "not_json"
+    """The result could not be encoded (an in-process owner's bug): the caller got
+    FAILED. A WebSocket owner's result was decoded from JSON, so never this."""
+
+    def __bool__(self) -> bool:
+        return self is ReplyStatus.ACCEPTED
 
 
 class CommandOwner(Protocol):
@@ -62,9 +101,17 @@ class InFlight:
 
 @dataclass(eq=False, slots=True)
 class _IdemRecord:
+    """A command seen with an idempotency key: in flight (``inflight``), or finished
+    with its outcome kept encoded (``ok`` and ``encoded``: the result, or the error's
+    wire form), charged ``size`` bytes."""
+
+    client: str
+    key: str
     expires_ms: int
-    outcome: Outcome | None = None
     inflight: InFlight | None = None
+    ok: bool = False
+    encoded: bytes = b""
+    size: int = RECORD_BYTES
 
 
 def clamp_timeout(timeout_ms: int | None) -> int:
@@ -77,17 +124,29 @@ class CommandRouter:
     def __init__(
         self,
         *,
-        max_in_flight_per_caller: int = 64,
+        max_in_flight_per_caller: int = _DEFAULTS.commands_in_flight,
         idempotency_window_ms: int = IDEMPOTENCY_WINDOW_MS,
-        idempotency_keys_per_client: int = 10_000,
+        idempotency_keys_per_client: int = _DEFAULTS.idempotency_keys_per_client,
+        idempotency_bytes: int = _DEFAULTS.idempotency_bytes,
+        max_result_bytes: int = _DEFAULTS.value_bytes,
+        encode: Callable[[Any], bytes] = msgspec.json.encode,
+        decode: Callable[[bytes], Any] = msgspec.json.decode,
     ) -> None:
         self._owners: dict[str, CommandOwner] = {}
         self._inflight: dict[str, InFlight] = {}
         self._by_caller: dict[object, set[str]] = {}
-        self._idem: dict[str, OrderedDict[str, _IdemRecord]] = {}
         self._max_in_flight = max_in_flight_per_caller
+        self.max_result_bytes = max_result_bytes
+        self._encode = encode
+        self._decode = decode
+        # idempotency records: by client and key (per-client order), and all of them
+        # in insertion order, which is also expiry order (one window for all)
+        self._idem: dict[str, OrderedDict[str, _IdemRecord]] = {}
+        self._idem_all: OrderedDict[tuple[str, str], _IdemRecord] = OrderedDict()
+        self._idem_bytes = 0
         self._idem_window = idempotency_window_ms
         self._idem_limit = idempotency_keys_per_client
+        self._idem_budget = idempotency_bytes
         self._ids = itertools.count(1)
         # called once when an executed command ends (the hub records it in the log)
         self.on_finish: Callable[[InFlight, Outcome], None] | None = None
@@ -155,10 +214,10 @@ class CommandRouter:
         if idempotency_key is not None:
             rec = self._idem_lookup(source, idempotency_key, now_ms)
             if rec is not None:
-                if rec.outcome is not None:
-                    on_result(rec.outcome)
-                elif rec.inflight is not None:
+                if rec.inflight is not None:
                     rec.inflight.callbacks.append((caller, on_result))
+                else:
+                    on_result(self._cached(rec))
                 return None
         owner = self._owners.get(target)
         if owner is None:
@@ -190,20 +249,37 @@ class CommandRouter:
         mine.add(hid)
         if idempotency_key is not None:
             cmd.idem = (source, idempotency_key)
-            self._idem_store(source, idempotency_key, _IdemRecord(now_ms + self._idem_window))
-            self._idem[source][idempotency_key].inflight = cmd
+            self._idem_store(
+                _IdemRecord(source, idempotency_key, now_ms + self._idem_window, inflight=cmd)
+            )
         owner.deliver_command(cmd)
         return cmd
 
     # --- outcomes -------------------------------------------------------------------
 
-    def reply(self, owner: CommandOwner, hid: str, outcome: Outcome) -> bool:
-        """The owner answered. Returns False if ``hid`` is unknown, finished or not its."""
+    def reply(self, owner: CommandOwner, hid: str, outcome: Outcome) -> ReplyStatus:
+        """The owner answered: the command ends with ``outcome``, unless it is over
+        ``max_result_bytes`` encoded (then with TOO_LARGE) or cannot be encoded (then
+        with FAILED). Returns what happened, for the owner to be told unless ACCEPTED;
+        UNKNOWN (and nothing changes) if ``hid`` is unknown, finished or not its."""
         cmd = self._inflight.get(hid)
         if cmd is None or cmd.owner is not owner:
-            return False
-        self._finish(cmd, outcome)
-        return True
+            return ReplyStatus.UNKNOWN
+        what = "result" if outcome.ok else "error"
+        try:
+            encoded = self._encode_outcome(outcome)
+        except (HubError, TypeError, ValueError, OverflowError) as exc:
+            message = exc.message if isinstance(exc, HubError) else str(exc)
+            failure = f"the owner's {what} cannot be encoded as JSON: {message}"
+            self._finish(cmd, Outcome.failure(ErrorCode.FAILED, failure))
+            return ReplyStatus.NOT_JSON
+        if len(encoded) > self.max_result_bytes:
+            limit = self.max_result_bytes
+            failure = f"the {what} is {len(encoded)} bytes; the limit is {limit}"
+            self._finish(cmd, Outcome.failure(ErrorCode.TOO_LARGE, failure))
+            return ReplyStatus.TOO_LARGE
+        self._finish(cmd, outcome, encoded)
+        return ReplyStatus.ACCEPTED
 
     def expire(self, hid: str) -> None:
         cmd = self._inflight.get(hid)
@@ -220,7 +296,7 @@ class CommandRouter:
     def get(self, hid: str) -> InFlight | None:
         return self._inflight.get(hid)
 
-    def _finish(self, cmd: InFlight, outcome: Outcome) -> None:
+    def _finish(self, cmd: InFlight, outcome: Outcome, encoded: bytes | None = None) -> None:
         del self._inflight[cmd.hid]
         if cmd.timer is not None:
             cmd.timer.cancel()
@@ -231,11 +307,9 @@ class CommandRouter:
             if not mine:
                 del self._by_caller[cmd.caller]
         if cmd.idem is not None:
-            recs = self._idem.get(cmd.idem[0])
-            rec = recs.get(cmd.idem[1]) if recs is not None else None
+            rec = self._idem_all.get(cmd.idem)
             if rec is not None and rec.inflight is cmd:
-                rec.outcome = outcome
-                rec.inflight = None
+                self._idem_settle(rec, outcome, encoded)
         if self.on_finish is not None:
             self.on_finish(cmd, outcome)  # once per execution, whoever still waits
         callbacks, cmd.callbacks = cmd.callbacks, []
@@ -244,32 +318,93 @@ class CommandRouter:
 
     # --- idempotency cache ----------------------------------------------------------
 
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes the idempotency cache is charged for now: at most its budget, unless
+        records still in flight alone exceed it (those are never forgotten)."""
+        return self._idem_bytes
+
+    @property
+    def cached_records(self) -> int:
+        """Idempotency records held, in flight or finished, across all clients."""
+        return len(self._idem_all)
+
+    def _encode_outcome(self, outcome: Outcome) -> bytes:
+        """The result, or the error's wire form (its message, code and details)."""
+        if outcome.ok:
+            return self._encode(outcome.result)
+        return self._encode(None if outcome.error is None else outcome.error.to_wire())
+
+    def _cached(self, rec: _IdemRecord) -> Outcome:
+        """A finished record's outcome, decoded again for a retry."""
+        value = self._decode(rec.encoded)
+        if rec.ok:
+            return Outcome(True, value)
+        if not isinstance(value, dict):  # a failure without an error (None)
+            return Outcome(False)
+        error = HubError(ErrorCode(value["code"]), value["message"], value.get("details"))
+        return Outcome(False, None, error)
+
     def _idem_lookup(self, client: str, key: str, now_ms: int) -> _IdemRecord | None:
-        recs = self._idem.get(client)
-        if recs is None:
-            return None
-        # records are in insertion (= expiry) order: drop the expired ones first
-        while recs:
-            first = next(iter(recs.values()))
+        # all records share one window: the expired ones are a prefix of the order
+        # (in flight ones cannot be expired: commands time out long before)
+        while self._idem_all:
+            first = next(iter(self._idem_all.values()))
             if first.expires_ms > now_ms or first.inflight is not None:
                 break
-            recs.popitem(last=False)
-        if not recs:
-            del self._idem[client]
-            return None
-        rec = recs.get(key)
+            self._idem_remove(first)
+        recs = self._idem.get(client)
+        rec = recs.get(key) if recs is not None else None
         if rec is not None and rec.expires_ms <= now_ms and rec.inflight is None:
-            del recs[key]
+            self._idem_remove(rec)
             return None
         return rec
 
-    def _idem_store(self, client: str, key: str, rec: _IdemRecord) -> None:
-        recs = self._idem.setdefault(client, OrderedDict())
-        recs[key] = rec
-        recs.move_to_end(key)
+    def _idem_store(self, rec: _IdemRecord) -> None:
+        old = self._idem_all.get((rec.client, rec.key))
+        if old is not None:  # pragma: no cover - lookup removed it, or returned it
+            self._idem_remove(old)
+        recs = self._idem.setdefault(rec.client, OrderedDict())
+        recs[rec.key] = rec
+        self._idem_all[(rec.client, rec.key)] = rec
+        self._idem_bytes += rec.size
         if len(recs) > self._idem_limit:
-            # evict the oldest finished records; one still in flight is never forgotten
-            for old in [k for k, r in recs.items() if r.inflight is None]:
-                if len(recs) <= self._idem_limit:
-                    break
-                del recs[old]
+            self._idem_evict(recs.values(), len(recs) - self._idem_limit, count=True)
+        self._idem_evict_bytes()
+
+    def _idem_settle(self, rec: _IdemRecord, outcome: Outcome, encoded: bytes | None) -> None:
+        """The record's command finished: keep its outcome, encoded, and charge it."""
+        if encoded is None:
+            encoded = self._encode_outcome(outcome)
+        rec.inflight = None
+        rec.ok = outcome.ok
+        rec.encoded = encoded
+        self._idem_bytes += len(encoded)
+        rec.size += len(encoded)
+        self._idem_evict_bytes()
+
+    def _idem_evict_bytes(self) -> None:
+        excess = self._idem_bytes - self._idem_budget
+        if excess > 0:
+            self._idem_evict(self._idem_all.values(), excess, count=False)
+
+    def _idem_evict(self, records: Iterable[_IdemRecord], excess: int, *, count: bool) -> None:
+        """Forget the oldest finished ``records`` until ``excess`` records (``count``)
+        or bytes are gone; one still in flight is never forgotten."""
+        victims: list[_IdemRecord] = []
+        for rec in records:
+            if excess <= 0:
+                break
+            if rec.inflight is None:
+                victims.append(rec)
+                excess -= 1 if count else rec.size
+        for rec in victims:
+            self._idem_remove(rec)
+
+    def _idem_remove(self, rec: _IdemRecord) -> None:
+        del self._idem_all[(rec.client, rec.key)]
+        recs = self._idem[rec.client]
+        del recs[rec.key]
+        if not recs:
+            del self._idem[rec.client]
+        self._idem_bytes -= rec.size

@@ -15,9 +15,6 @@ HELLO_TIMEOUT_S = 10.0
 # gets BAD_REQUEST. The bound keeps every decoded value far from the interpreter's
 # recursion limit, where msgspec (decoding, encoding) and json_equal would fail.
 MAX_DEPTH = 64
-# Bytes charged to an idempotency record besides its outcome's size (the record, its
-# key and the cache's bookkeeping): it bounds the entry count even for empty results.
-IDEMPOTENCY_RECORD_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +30,9 @@ class Limits:
     history_changes: int = 1_000_000
     # Idempotency keys remembered per client (besides the 10-minute window).
     idempotency_keys_per_client: int = 10_000
-    # Bytes of command outcomes remembered for idempotency, across all clients (a
-    # record counts its result's or error message's encoded size); the oldest finished
-    # records go first.
+    # Bytes of command outcomes remembered for idempotency, across all clients: each
+    # record counts its encoded result (or error) plus a small constant. Beyond it the
+    # oldest finished records are forgotten first (a retry of one executes again).
     idempotency_bytes: int = 32 * 1024 * 1024
     # Requests per second per connection (a token bucket holding one second's worth);
     # more get RATE_LIMITED.

@@ -7,23 +7,32 @@ reading everything sent before that ping, so a pong echoing the payload confirms
 offset and everything before it.
 
 RFC 6455 (section 5.5.3) lets a peer answer only the most recent of several pings it
-has read, and send pongs nobody asked for. So a pong that matches none of the pings
-recorded here (empty: the answer to aiohttp's heartbeat ping; a payload already
-dropped from the list; a duplicate; an unsolicited one) may be the only answer the
-older pings will ever get: it shows the peer read everything before *some* ping, but
-not which. The window then sends a fresh probe ping carrying the current offset,
-whose answer confirms everything sent so far. Without it, a client that stopped
+has read, and send pongs nobody asked for. So a pong that is not one of ours (empty:
+the answer to aiohttp's heartbeat ping; or anything unsolicited) may be the only
+answer our older pings will ever get: it shows the peer read everything before
+*some* ping, but not which. The window then sends a fresh probe ping carrying the
+current offset, whose answer confirms everything sent so far. Without it, a client that stopped
 reading long enough for a heartbeat ping to come after the window's last ping could
 answer only the heartbeat and stall for good: the window stays full, so no data goes
 out, so no new window ping goes out.
 
+A pong carrying one of our payloads that is no longer listed is a repeat (ignored) or
+a late answer to a ping dropped from the bounded list, which still confirms its
+offset. (Such payloads are not authenticated: a client forging one only makes its
+own connection skip the window, which the socket's back-pressure then bounds.)
+
 A peer that answers every ping with a wrong payload must not turn this into a
-ping-pong loop, so unmatched pongs earn one probe per heartbeat interval (and again
-after each confirmation); the heartbeat itself also probes while the window is full.
+ping-pong loop, so probes are paid for with credit: each window ping and each
+heartbeat tick earns one (up to ``MAX_PROBE_CREDIT``), each probe an unmatched pong
+triggers spends one. A legitimate peer's unmatched pongs answer heartbeat pings (one
+per interval, as are the ticks) or pings dropped from the list, so the credit is
+there when they need it; a non-compliant peer gets at most one probe per window ping
+or tick, never a loop. The heartbeat tick also probes by itself while the window is
+full, the last resort whatever was lost.
 
 Nothing here does I/O or keeps time: the writer reports what it sent and received and
-sends the pings it is handed, and something calls :meth:`DeliveryWindow.on_heartbeat`
-every heartbeat interval.
+sends the pings it is handed, and a timer calls :meth:`DeliveryWindow.on_heartbeat`
+once per heartbeat interval.
 """
 
 from __future__ import annotations
@@ -34,9 +43,12 @@ from typing import NamedTuple
 # RFC 6455 section 5.5: a control frame's payload is at most 125 bytes. Ours are
 # b"d" and a decimal offset, far below it.
 MAX_PING_PAYLOAD = 125
-# Pings awaiting their pong, oldest dropped first: a late answer to a dropped ping is
-# an unmatched pong, which probes again, so the bound costs at most a round trip.
+# Pings awaiting their pong, oldest dropped first (a late answer to a dropped ping
+# still confirms its offset). With pings a quarter window apart, about 5 are pending.
 MAX_OUTSTANDING_PINGS = 64
+# Probes that unmatched pongs may trigger before more window pings or ticks earn
+# more: one per heartbeat pong needs one, the rest is a margin for unsolicited pongs.
+MAX_PROBE_CREDIT = 4
 
 
 class PongOutcome(NamedTuple):
@@ -72,7 +84,8 @@ class DeliveryWindow:
         self._acked = 0
         self._pinged = 0  # the offset of the newest ping
         self._pings: deque[tuple[bytes, int]] = deque(maxlen=max_pings)
-        self._may_probe = True  # an unmatched pong may still probe in this interval
+        self._credit = 0  # probes that unmatched pongs may still trigger
+        self._dropped = 0  # the offset of the newest ping dropped from the list
 
     # --- read-only state -----------------------------------------------------------
 
@@ -109,6 +122,7 @@ class DeliveryWindow:
         was_open = self.can_send()
         self._sent += nbytes
         if self._sent - self._pinged >= self.ping_every or (was_open and not self.can_send()):
+            self._credit = min(self._credit + 1, MAX_PROBE_CREDIT)
             return self._ping()
         return None
 
@@ -116,8 +130,9 @@ class DeliveryWindow:
         """A pong arrived (any pong: ours, the heartbeat's, a duplicate, unsolicited).
 
         A payload recorded here confirms that ping's offset and retires it and every
-        older ping (the peer has read past them). Any other pong asks for a probe
-        (see the module docstring), if bytes are unconfirmed and the allowance holds.
+        older ping (the peer has read past them); so does one of a ping dropped from
+        the list. Any other pong but a repeat asks for a probe (see the module
+        docstring), if bytes are unconfirmed and credit is left.
         """
         pings = self._pings
         for i, (data, offset) in enumerate(pings):
@@ -125,18 +140,25 @@ class DeliveryWindow:
                 for _ in range(i + 1):
                     pings.popleft()
                 self._acked = offset  # recorded offsets only grow, all above acked
-                self._may_probe = True
                 return PongOutcome(True, None)
-        if self._may_probe and self._sent > self._acked:
-            self._may_probe = False
+        ours = _offset_of(payload)
+        if ours is not None and ours <= max(self._dropped, self._acked):
+            # one of ours, no longer listed: a late answer to a ping dropped from the
+            # list (which confirms its offset, below every listed one), or a repeat
+            if ours <= self._acked:
+                return PongOutcome(False, None)
+            self._acked = ours
+            return PongOutcome(True, None)
+        if self._credit and self._sent > self._acked:
+            self._credit -= 1
             return PongOutcome(False, self._ping())
         return PongOutcome(False, None)
 
     def on_heartbeat(self) -> bytes | None:
-        """Called every heartbeat interval (or when the writer finds itself stuck):
-        renews the unmatched-pong allowance and, while the window is full, returns a
-        fresh probe to send: the pings before it may all have been passed over."""
-        self._may_probe = True
+        """Called once per heartbeat interval (not more often: each call earns a probe
+        credit): while the window is full, returns a fresh probe to send, since the
+        pings before it may all have been passed over."""
+        self._credit = min(self._credit + 1, MAX_PROBE_CREDIT)
         if self.can_send():
             return None
         return self._ping()
@@ -146,7 +168,18 @@ class DeliveryWindow:
     def _ping(self) -> bytes:
         """A ping for the current offset, recorded (once per offset) for its pong."""
         payload = b"d%d" % self._sent
-        if not self._pings or self._pings[-1][1] != self._sent:
-            self._pings.append((payload, self._sent))
+        pings = self._pings
+        if not pings or pings[-1][1] != self._sent:
+            if len(pings) == pings.maxlen:
+                self._dropped = pings[0][1]  # the deque drops it on append
+            pings.append((payload, self._sent))
         self._pinged = self._sent
         return payload
+
+
+def _offset_of(payload: bytes) -> int | None:
+    """The offset in a payload of ours (``d`` and a canonical decimal), else None."""
+    digits = payload[1:]
+    if payload[:1] != b"d" or not digits.isdigit() or (digits[:1] == b"0" and digits != b"0"):
+        return None
+    return int(digits)

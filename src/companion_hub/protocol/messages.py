@@ -325,6 +325,10 @@ _FOLD = bytes.maketrans(b"{}", b"[]")
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _LONG_SKELETON = 16 * 1024
+# Below this size, counting the openers first (a table-only translate: no per-call
+# set-up for deletions) usually settles it sooner than extracting the structure.
+_SMALL_BYTES = 1024
+_OPENER_FLAGS = bytes(1 if b in b"[{" else 0 for b in range(256))
 _FEW_STRINGS_BYTES = 4096
 _BACKSLASH = ord("\\")
 _FOLD_ESCAPES = bytes.maketrans(b"{}/bfnrtu", b"[]eeeeeee")
@@ -339,6 +343,8 @@ def _nests_within(data: bytes, depth: int) -> bool:
     brackets outside strings are extracted, then innermost pairs removed ``depth``
     times (a frame with fewer brackets than that is done after one ``translate``).
     """
+    if len(data) < _SMALL_BYTES and data.translate(_OPENER_FLAGS).count(1) <= depth:
+        return True  # the common small frame: too few brackets to nest deeper
     skeleton = _few_strings_skeleton(data) if len(data) >= _FEW_STRINGS_BYTES else None
     if skeleton is None:
         structure = data.translate(_FOLD, _NOT_STRUCTURE)  # brackets and quotes

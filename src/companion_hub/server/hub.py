@@ -99,6 +99,10 @@ class Hub:
         self.router = CommandRouter(
             max_in_flight_per_caller=self.limits.commands_in_flight,
             idempotency_keys_per_client=self.limits.idempotency_keys_per_client,
+            idempotency_bytes=self.limits.idempotency_bytes,
+            max_result_bytes=self.limits.value_bytes,
+            encode=wire.encode_value,
+            decode=wire.decode_value,
         )
         self.sessions: dict[str, Session] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()

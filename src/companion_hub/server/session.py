@@ -30,13 +30,14 @@ from typing import Any
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..core.commands import InFlight, Outcome
+from ..core.commands import InFlight, Outcome, ReplyStatus
 from ..core.delivery import DeliveryQueue
 from ..core.errors import ErrorCode, HubError
 from ..core.keys import Pattern, is_valid_client_name, match, parse_pattern
 from ..core.limits import HELLO_TIMEOUT_S
 from ..core.ratelimit import TokenBucket
 from ..core.store import Entry
+from ..core.window import DeliveryWindow
 from ..protocol import encode as wire
 from ..protocol import messages as m
 from .hub import Hub, now_ms
@@ -49,10 +50,6 @@ CLOSE_REPLACED = 4000
 CONTROL_BACKLOG_BYTES = 4 * 1024 * 1024
 # ... or while this many snapshots/barriers wait (each may hold a list of entries)
 BARRIER_BACKLOG = 256
-# delivery window: probes (window pings asked for by an unmatched pong) at most this
-# often, and at most this many window pings remembered
-PROBE_INTERVAL_MS = 100
-MAX_OUTSTANDING_PINGS = 64
 
 
 @dataclass(slots=True)
@@ -89,13 +86,12 @@ class Session:
         self.queue = DeliveryQueue(hub.limits.event_queue, notify=self._wake.set)
         self._writer_task: asyncio.Task[None] | None = None
         # delivery window accounting (bytes)
-        self._sent = 0
-        self._acked = 0
-        self._pinged = 0
-        self._pings: deque[tuple[bytes, int]] = deque()
+        window = hub.config.delivery_window_bytes
+        self.window = DeliveryWindow(window, max(1, window // 4))
+        self._ping_out: deque[bytes] = deque()  # pings the window asked for
+        self._last_tick_ms = now_ms()  # the window's heartbeat tick
         self._bad_frames = 0
-        self._probe = False  # the writer should send a window ping now
-        self._last_probe_ms = 0
+
         rps = hub.limits.requests_per_second
         self._bucket = TokenBucket(rps, rps, time.monotonic())
 
@@ -373,54 +369,27 @@ class Session:
         self.queue.push_control(data)
 
     def _on_pong(self, payload: bytes) -> None:
-        """A pong confirms the window ping it echoes and everything before it.
-
-        RFC 6455 (5.5.3) lets a peer answer only the most recent of several pings, and
-        the heartbeat's pings carry no payload: a pong we cannot match proves that the
-        peer read everything sent before *some* later ping, but not which. It asks for
-        a fresh window ping (a probe), which, answered, confirms everything sent so far;
-        without it a client that skipped our window pings would wait forever behind a
-        full window. Probes are at most one per PROBE_INTERVAL_MS, so a peer that sends
-        unsolicited pongs cannot start a ping storm.
-        """
-        pings = self._pings
-        if any(data == payload for data, _ in pings):
-            while pings:
-                data, offset = pings.popleft()
-                if data == payload:  # pongs come in order: this confirms everything before
-                    self._acked = max(self._acked, offset)
-                    self._wake.set()
-                    return
-        if self._sent > self._acked and now_ms() - self._last_probe_ms >= PROBE_INTERVAL_MS:
-            self._probe = True
+        """Any pong goes to the delivery window (see core/window.py): ours confirm what
+        was sent before their ping; one we cannot match (RFC 6455 lets a peer answer
+        only the latest ping, and the heartbeat's pings are empty) asks for a probe."""
+        opened, ping = self.window.on_pong(payload)
+        if ping is not None:
+            self._ping_out.append(ping)
+        if opened or ping is not None:
             self._wake.set()
-
-    async def _ping(self) -> None:
-        """A window ping: its pong confirms every byte sent before it."""
-        self._pinged = self._sent
-        self._last_probe_ms = now_ms()
-        payload = b"d%d" % self._sent
-        pings = self._pings
-        pings.append((payload, self._sent))
-        while len(pings) > MAX_OUTSTANDING_PINGS:
-            pings.popleft()  # a later ping's pong confirms more anyway
-        await self.ws.ping(payload)
 
     async def _writer(self) -> None:
         q = self.queue
         ws = self.ws
-        config = self.hub.config
-        target = config.frame_target_bytes
-        window = config.delivery_window_bytes
-        ping_every = max(1, window // 4)
+        window = self.window
+        pings = self._ping_out
+        target = self.hub.config.frame_target_bytes
         wake = self._wake
         try:
             while True:
-                if self._probe:
-                    self._probe = False
-                    if self._sent > self._acked:
-                        await self._ping()
-                msgs = q.take(target, wire.dropped, stream=self._sent - self._acked < window)
+                while pings:
+                    await ws.ping(pings.popleft())
+                msgs = q.take(target, wire.dropped, stream=window.can_send())
                 if (
                     not self._room.is_set()
                     and q.control_bytes < CONTROL_BACKLOG_BYTES // 2
@@ -429,15 +398,15 @@ class Session:
                     self._room.set()  # the reader may take requests again
                 if not msgs:
                     wake.clear()
-                    if not self._probe:
+                    if not pings:
                         await wake.wait()
                     continue
                 frame = wire.batch(msgs)
                 await ws.send_frame(frame, WSMsgType.TEXT)
-                self._sent += len(frame)
                 self.last_send_ms = now_ms()
-                if self._sent - self._pinged >= ping_every:
-                    await self._ping()
+                ping = window.on_sent(len(frame))
+                if ping is not None:
+                    await ws.ping(ping)
         except asyncio.CancelledError:
             raise
         except (ConnectionError, RuntimeError) as exc:
@@ -461,12 +430,12 @@ class Session:
         """Tell an idle subscriber that the hub moved on (see protocol section 4); and
         re-probe a delivery window that has stayed full for a heartbeat (its window
         pings may have gone unanswered: a later ping's pong does not name them)."""
-        if (
-            self._sent - self._acked >= self.hub.config.delivery_window_bytes
-            and now - self._last_probe_ms >= heartbeat_ms
-        ):
-            self._probe = True
-            self._wake.set()
+        if now - self._last_tick_ms >= heartbeat_ms:  # once per heartbeat interval
+            self._last_tick_ms = now
+            probe = self.window.on_heartbeat()
+            if probe is not None:
+                self._ping_out.append(probe)
+                self._wake.set()
         q = self.queue
         if (
             self.subs
@@ -684,7 +653,21 @@ class Session:
                 code = ErrorCode.FAILED
             details = body.details if isinstance(body.details, dict) else None
             outcome = Outcome(False, None, HubError(code, body.message or str(code), details))
-        if not self.hub.router.reply(self, msg.id, outcome):
+        router = self.hub.router
+        status = router.reply(self, msg.id, outcome)
+        if status is ReplyStatus.TOO_LARGE:
+            # the caller got TOO_LARGE; the owner learns why its reply went nowhere
+            self._send(
+                wire.error(
+                    HubError(
+                        ErrorCode.TOO_LARGE,
+                        f"the reply to {msg.id!r} is larger than {router.max_result_bytes} "
+                        "bytes; its caller got TOO_LARGE",
+                        {"id": msg.id, "limit": router.max_result_bytes},
+                    )
+                )
+            )
+        elif not status:
             self._send(
                 wire.error(
                     HubError(

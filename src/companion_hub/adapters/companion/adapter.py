@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ...core.commands import InFlight, Outcome
+from ...core.commands import InFlight, Outcome, ReplyStatus
 from ...core.errors import ErrorCode, HubError
 from ...core.writer import Writer
 from ...logs import Throttle
@@ -493,7 +493,12 @@ class CompanionAdapter:
         except Exception:
             log.exception("companion command failed", extra={"command": cmd.name})
             outcome = Outcome.failure(ErrorCode.INTERNAL, "internal error in the Companion adapter")
-        self.hub.router.reply(self, cmd.hid, outcome)
+        status = self.hub.router.reply(self, cmd.hid, outcome)
+        if status is ReplyStatus.TOO_LARGE or status is ReplyStatus.NOT_JSON:
+            log.warning(
+                "a Companion command's result was refused",
+                extra={"command": cmd.name, "status": status.value},
+            )
 
     def _need_http(self) -> CompanionHttp:
         if self.http is None:
