@@ -264,7 +264,7 @@ async def connect(
 ) -> tuple[aiohttp.ClientWebSocketResponse, Msg]:
     """Open ``/ws`` and say hello; returns the socket and the welcome."""
     ws = await session.ws_connect(url, max_msg_size=0, decode_text=False, autoping=True)
-    await ws.send_bytes(encode({"op": "hello", "id": "h", "client": client, "protocol": 1}))
+    await send_text(ws, encode({"op": "hello", "id": "h", "client": client, "protocol": 1}))
     msg = await ws.receive()
     welcome = decode_frame(msg.data)[0]
     if welcome.op != "welcome":
