@@ -183,18 +183,7 @@ def decode_frame(data: bytes | str) -> list[Message | BadMessage]:
             data = data.encode()  # ASCII: the checks work on bytes
         if not _nests_within(data, MESSAGE_DEPTH):
             return _decode_deep(data)
-    # _decode(data), inline: this is the path of nearly every frame
-    try:
-        decoded = _decode_batch(data)
-    except msgspec.ValidationError:
-        return _decode_each(data)
-    except msgspec.DecodeError as exc:
-        raise FrameError(f"invalid JSON: {exc}") from None
-    except RecursionError:  # pragma: no cover - only with a nearly exhausted stack
-        raise FrameError("invalid JSON: nested too deep to decode here") from None
-    if type(decoded) is list:
-        return cast("list[Message | BadMessage]", decoded)
-    return [cast("Message", decoded)]
+    return _decode(data)
 
 
 # --- decoding a frame known to nest no deeper than the limit ------------------------
