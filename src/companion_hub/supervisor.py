@@ -106,6 +106,15 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                current = asyncio.current_task()
+                if self._stopping or (current is not None and current.cancelling()):
+                    # stopping: a task that turned its cancellation into another error
+                    # (a failing cleanup) is not restarted; say what happened, once
+                    log.warning(
+                        "task failed while stopping",
+                        extra={"task": item.name, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    return
                 if time.monotonic() - started >= item.stable_after:
                     item.backoff.reset()  # it had been healthy: start the back-off over
                 delay = item.backoff.next_delay()
