@@ -146,3 +146,27 @@ def test_only_the_latest_snapshot_is_kept(tmp_path: Path) -> None:
     assert [r[0] for r in log.db.execute("SELECT rev FROM snapshots")] == [3]
     assert log.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 3  # history kept
     log.close()
+
+
+def test_resume_history_survives_an_older_crash_gap(tmp_path: Path) -> None:
+    """A crash leaves a gap of never-logged revisions in the history. Later clean starts
+    used to drop the whole resume history because of it; the run after the gap is kept."""
+    path = str(tmp_path / "hub.sqlite3")
+    log = EventLog(LogSettings(path=path))
+    log.append_namespace("app.a", "a")
+    now = int(time.time() * 1000)
+    for rev in (1, 2, 3, 104, 105, 106):  # 4..103: the crash gap
+        log.append_change((rev, f"app.a.k{rev}", 1, 0, b"1", "app.a", 1, now, "a"))
+    entries = [
+        Entry(f"app.a.k{rev}", b"1", 1, rev, "app.a", True, now) for rev in (1, 2, 3, 104, 105, 106)
+    ]
+    log.append_snapshot(106, entries, {})
+    log.close()
+    log = EventLog(LogSettings(path=path))
+    store = Store(clock_ms=lambda: 0, decode=msgspec.json.decode)
+    rec = recover(log, store, history_limit=1000)
+    assert rec.clean and rec.flipped == 0
+    assert store.oldest_resumable == 103
+    assert list(store.changed_since(103) or []) == ["app.a.k104", "app.a.k105", "app.a.k106"]
+    assert store.changed_since(50) is None  # inside the gap: a full snapshot
+    log.close()

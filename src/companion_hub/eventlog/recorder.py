@@ -69,9 +69,8 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
             )
     # keys changed before the snapshot that the log still has: the resume window
     start = max(event_log.oldest_rev(), base - history_limit)
-    history: list[str] = event_log.keys_between(start, base) if start < base else []
-    if len(history) != base - start:
-        history = []  # not contiguous: no incremental resume from before the snapshot
+    # (only the run after the latest crash gap: resume cannot span revisions never logged)
+    history = event_log.contiguous_keys_before(start, base) if start < base else []
     rev = base
     replayed = 0
     for row in event_log.changes_after(base):

@@ -537,14 +537,24 @@ class EventLog:
         while rows := cur.fetchmany(batch):
             yield from rows
 
-    def keys_between(self, after: int, upto: int) -> list[str]:
-        """The keys changed at revisions ``after+1 .. upto``, in order."""
-        return [
-            str(r[0])
-            for r in self.db.execute(
-                "SELECT key FROM changes WHERE rev > ? AND rev <= ? ORDER BY rev", (after, upto)
-            )
-        ]
+    def contiguous_keys_before(self, after: int, upto: int) -> list[str]:
+        """The keys changed at the longest run of consecutive revisions that ends at
+        ``upto`` and starts after ``after``, in order ([] if ``upto`` itself is not
+        logged). A crash leaves a gap of revisions that were never logged; the history
+        after the latest gap is still good for incremental resume."""
+        rows = self.db.execute(
+            "SELECT rev, key FROM changes WHERE rev > ? AND rev <= ? ORDER BY rev DESC",
+            (after, upto),
+        )
+        keys: list[str] = []
+        expect = upto
+        for rev, key in rows:
+            if rev != expect:
+                break
+            keys.append(str(key))
+            expect -= 1
+        keys.reverse()
+        return keys
 
     def namespaces(self) -> list[tuple[str, str]]:
         return [(str(a), str(b)) for a, b in self.db.execute("SELECT name, owner FROM namespaces")]
