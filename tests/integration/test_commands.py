@@ -52,7 +52,7 @@ async def test_owner_offline_is_unavailable_at_once(hub: HubServer) -> None:
         {"op": "command", "target": "app.panel", "name": "reset", "timeout_ms": 5000}
     )
     assert res["error"]["code"] == "UNAVAILABLE"
-    assert loop.time() - t0 < 1.0
+    assert loop.time() - t0 < 4.0  # at once, not after the 5 s timeout
     res = await caller.request({"op": "command", "target": "nothing.here", "name": "x"})
     assert res["error"]["code"] == "UNAVAILABLE"
     await caller.close()
@@ -67,7 +67,7 @@ async def test_silent_owner_times_out(hub: HubServer) -> None:
         {"op": "command", "target": "app.panel", "name": "reset", "timeout_ms": 300}, timeout=3
     )
     elapsed = loop.time() - t0
-    assert res["error"]["code"] == "TIMEOUT" and 0.25 <= elapsed < 2
+    assert res["error"]["code"] == "TIMEOUT" and 0.25 <= elapsed < 5
     # a late reply does not produce a second result
     cmd = await owner.next(lambda m: m["op"] == "command")
     await owner.send({"op": "reply", "id": cmd["id"], "ok": True, "result": 1})

@@ -205,7 +205,7 @@ async def test_link_drop_goes_stale_then_fresh_and_vanished_keys_are_deleted(
     sim.stall(True)  # no PONG, socket stays open: only the dead-link timeout can tell
     t0 = loop.time()
     await wait_until(lambda: stale(hub, "companion.buttons.1.0.0"), 4, "stale after stall")
-    assert loop.time() - t0 <= FAST.dead_after + FAST.ping_interval + 0.5
+    assert loop.time() - t0 >= FAST.dead_after - FAST.ping_interval  # the timeout, not sooner
     assert stale(hub, "companion.info") and not stale(hub, "companion.variables.custom.cue")
     assert adapter_state(hub) in ("disconnected", "connecting")
     assert not stale(hub, "hub.adapters.companion")  # the adapter's own status stays fresh
