@@ -41,6 +41,7 @@ class FakeSatellite:
         self.lines: list[str] = []
         self.server: asyncio.Server | None = None
         self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -49,15 +50,19 @@ class FakeSatellite:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
+            for w in list(self._writers):  # since 3.12 wait_closed waits for them
+                w.close()
+            await asyncio.wait_for(self.server.wait_closed(), 10)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.add(writer)
         try:
             await self.script(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def read_until(self, reader: asyncio.StreamReader, command: str) -> dict[str, Any]:

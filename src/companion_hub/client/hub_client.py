@@ -641,10 +641,13 @@ class HubClient:
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             conn.reason = f"send failed: {exc!r}"
         finally:
+            # lost first, in the same step that saw the close: nothing may observe the
+            # connection as open (or `replaced` without `connected` being False) while
+            # the pinger winds down
+            self._lost(conn, conn.reason)
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
-            self._lost(conn, conn.reason)
             if not conn.ws.closed:
                 # do not wait for a closing handshake with a hub that may be dead
                 self._spawn(conn.ws.close(), "hub-client-close")

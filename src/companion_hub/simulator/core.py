@@ -292,6 +292,10 @@ class CompanionSimulator:
         if stalled:
             self._unstalled.clear()
         else:
+            # the idle timers were suspended: they start over now, before any task that
+            # was waiting for the stall to end runs (whichever order the loop picks)
+            for conn in self._conns:
+                conn.restart_idle_timer()
             self._unstalled.set()
         log.info("satellite stall", extra={"stalled": stalled})
 

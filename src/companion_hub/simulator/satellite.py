@@ -212,6 +212,10 @@ class SatelliteConnection:
     async def _idle_watchdog(self) -> None:
         raise NotImplementedError
 
+    def restart_idle_timer(self) -> None:
+        """Count now as activity (the end of a stall: idle time starts over)."""
+        self.last_activity = asyncio.get_running_loop().time()
+
     async def serve(self, silent: bool) -> None:
         """Run the connection until it closes; then flush (if asked) and clean up."""
         writer = self.spawn(self.writer_loop())
@@ -1149,6 +1153,10 @@ class WsSatelliteConnection(SatelliteConnection):
         super().__init__(sim, conn_id)
         self.ws = ws
         self.request = request
+        self.last_frame = self.last_activity
+
+    def restart_idle_timer(self) -> None:
+        super().restart_idle_timer()
         self.last_frame = self.last_activity
 
     async def _write(self, line: str) -> None:
