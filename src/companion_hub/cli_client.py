@@ -272,20 +272,36 @@ def cmd_get(args: argparse.Namespace) -> int:
         if not entries:
             if not args.json:
                 print("no entries match", file=sys.stderr)
+                exact = [p for p in args.patterns if "*" not in p]
+                if exact:
+                    print(
+                        "a pattern without '*' names one key exactly; for everything "
+                        f"below it: {' '.join(repr(p + '.**') for p in exact)}",
+                        file=sys.stderr,
+                    )
             return EXIT_HUB_ERROR
         return EXIT_OK
 
     return _run(main)
 
 
+def _json_hint(text: str, exc: json.JSONDecodeError) -> str:
+    """Why ``text`` is not JSON, and the fix that fits: a bare word wants quotes; a
+    value that starts like JSON has a mistake at a position."""
+    stripped = text.strip()
+    if stripped and (stripped[0] in '{["-' or stripped[0].isdigit() or stripped in ("tru", "nul")):
+        return (
+            f"{text!r} is not valid JSON: {exc.msg} at character {exc.pos + 1}"
+            f" (line {exc.lineno}, column {exc.colno})"
+        )
+    return f"{text!r} is not JSON; a string needs quotes, e.g. '\"{text}\"'"
+
+
 def cmd_set(args: argparse.Namespace) -> int:
     try:
         value = json.loads(args.value)
-    except ValueError:
-        print(
-            f"error: {args.value!r} is not JSON; quote a string, e.g. '\"{args.value}\"'",
-            file=sys.stderr,
-        )
+    except json.JSONDecodeError as exc:
+        print(f"error: {_json_hint(args.value, exc)}", file=sys.stderr)
         return EXIT_USAGE
 
     async def main() -> int:

@@ -156,3 +156,22 @@ async def test_call(srv: HubServer, capsys: pytest.CaptureFixture[str]) -> None:
         assert await cli("call", "--url", url, "app.nobody", "echo") == 1
         assert "UNAVAILABLE" in capsys.readouterr().err
         assert await cli("call", "--url", url, "app.mixer", "echo", "novalue") == 2
+
+
+async def test_messages_that_point_to_the_fix(
+    srv: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = url_of(srv)
+    base = ("set", "--url", url, "--client", "tally", "app.tally.s")
+    assert await cli(*base, '{"a":1') == 2  # broken JSON: where, not "add quotes"
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err and "character 7" in err and "quotes" not in err
+    assert await cli(*base, "live") == 2  # a bare word: quotes
+    assert "needs quotes" in capsys.readouterr().err
+    assert await cli("get", "--url", url, "app.tally") == 1
+    assert "'app.tally.**'" in capsys.readouterr().err
+    async with HubClient(url, "mixer") as owner:
+        owner.handle("echo", lambda params, source: params)
+        assert await cli("call", "--url", url, "app.mixer.buttons", "echo") == 1
+        err = capsys.readouterr().err
+        assert "must be a namespace: 'app.mixer'" in err

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .. import SERVER_NAME, __version__
 from ..core.commands import CommandRouter, InFlight, Outcome, ResultCallback
 from ..core.delivery import DeliveryQueue, Delta
+from ..core.errors import ErrorCode, HubError
 from ..core.keys import Pattern
 from ..core.limits import Limits
 from ..core.patterns import PatternIndex
@@ -359,6 +360,14 @@ class Hub:
 
         Raises HubError when the command is refused before delivery.
         """
+        if self.router.owner_of(target) is None:
+            ns = self.store.namespace_of(target)
+            if ns is not None and ns.name != target:  # a key below a namespace
+                raise HubError(
+                    ErrorCode.UNAVAILABLE,
+                    f"the target must be a namespace: {ns.name!r}, not the key {target!r}",
+                    {"target": target, "namespace": ns.name},
+                )
         cmd = self.router.submit(
             caller=caller,
             source=source,
