@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's usage, not the top-level one
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = subparsers.choices.get(getattr(args, "command", "") or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except (ConfigError, DataDirInUse) as exc:

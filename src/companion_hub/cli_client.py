@@ -28,6 +28,7 @@ import os
 import secrets
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -138,8 +139,20 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
 # --- plumbing -----------------------------------------------------------------------
 
 
+def check_url(url: str) -> str:
+    """A hub URL is ``ws://HOST:PORT/ws`` (or ``wss://``): say so at once, rather than
+    retrying a connection that cannot work."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.path != "/ws":
+        raise _UsageError(
+            f"--url {url!r}: expected the hub's WebSocket URL, ws://HOST:PORT/ws "
+            f"(e.g. {DEFAULT_URL})"
+        )
+    return url
+
+
 def _client(args: argparse.Namespace) -> HubClient:
-    url = args.url or os.environ.get(ENV_URL) or DEFAULT_URL
+    url = check_url(args.url or os.environ.get(ENV_URL) or DEFAULT_URL)
     token = args.token if args.token is not None else os.environ.get(ENV_TOKEN) or None
     name = args.client or f"cli-{secrets.token_hex(3)}"
     try:

@@ -175,3 +175,24 @@ async def test_messages_that_point_to_the_fix(
         assert await cli("call", "--url", url, "app.mixer.buttons", "echo") == 1
         err = capsys.readouterr().err
         assert "must be a namespace: 'app.mixer'" in err
+
+
+async def test_a_bad_url_fails_at_once_with_the_expected_form(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for url in ("http://127.0.0.1:8420", "ws://127.0.0.1:8420", "127.0.0.1:8420/ws"):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await cli("get", "--url", url, "a") == 2
+        assert loop.time() - t0 < 4.0  # no connection attempts until the 5 s timeout
+        assert "ws://HOST:PORT/ws" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_shows_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    from companion_hub.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["get", "--bogus", "x"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: companion-hub get") and "--bogus" in err
