@@ -258,3 +258,24 @@ async def test_incremental_snapshot_has_changes_and_removals(hub: HubServer) -> 
     assert r["mode"] == "full"
     for x in (w, c, other):
         await x.close()
+
+
+async def test_a_one_off_client_is_forgotten_but_an_owner_is_not(hub_factory) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    srv = await hub_factory(client_record_ttl=0.2)
+    once = await Client.connect(srv.url, "cli-abc123")
+    owner = await Client.connect(srv.url, "tally")
+    await owner.ok({"op": "set", "key": "app.tally.x", "value": 1})
+    await once.close()
+    await owner.close()
+    for _ in range(200):
+        if srv.hub.store.get("hub.clients.cli-abc123") is None:
+            break
+        await asyncio.sleep(0.02)
+    assert srv.hub.store.get("hub.clients.cli-abc123") is None
+    rec = srv.hub.store.get("hub.clients.tally")
+    assert rec is not None  # it owns a key: its record stays
+    again = await Client.connect(srv.url, "cli-abc123")  # and comes back as usual
+    assert srv.hub.store.get("hub.clients.cli-abc123") is not None
+    await again.close()

@@ -60,6 +60,9 @@ class HubConfig:
     # a connection must complete a request's headers within this (also: idle
     # keep-alive HTTP connections are closed after it)
     request_header_timeout: float = 10.0
+    # hub.clients.<name> of a client that left and owns no keys is deleted after this
+    # (one-off clients such as CLI calls would otherwise pile up)
+    client_record_ttl: float = 3600.0
     # extra namespaces granted to clients: client name -> namespaces
     grants: dict[str, list[str]] = field(default_factory=dict)
     # bytes per outgoing frame (the writer batches messages up to this size)
@@ -108,6 +111,7 @@ class Hub:
         self.sessions: dict[str, Session] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor("hub")
+        self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._epochs = itertools.count(1)
         self.event_log: EventLog | None = None
         self._lock: IO[str] | None = None
@@ -307,6 +311,9 @@ class Hub:
         return [f"app.{client}", *self.config.grants.get(client, [])]
 
     def client_connected(self, session: Session) -> None:
+        timer = self._client_expiry.pop(session.client, None)
+        if timer is not None:
+            timer.cancel()
         self.set_hub_key(
             f"hub.clients.{session.client}",
             {
@@ -327,6 +334,26 @@ class Hub:
                 "address": session.address,
             },
         )
+        name = session.client
+        old = self._client_expiry.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._client_expiry[name] = asyncio.get_running_loop().call_later(
+            self.config.client_record_ttl, self._expire_client, name
+        )
+
+    def _expire_client(self, name: str) -> None:
+        """Forget a client that left ``client_record_ttl`` ago and owns no keys (its
+        record says nothing a client could act on; one that owns keys keeps it, as the
+        keys' owner)."""
+        self._client_expiry.pop(name, None)
+        if name in self.sessions:
+            return
+        for ns_name in self.namespaces_for(name):
+            ns = self.store.namespace(ns_name)
+            if ns is not None and ns.owner == name and ns.entries:
+                return
+        self._hub_writer.discard(f"hub.clients.{name}")
 
     def set_adapter_state(self, name: str, state: str, detail: str = "", **extra: Any) -> None:
         self.set_hub_key(
@@ -418,6 +445,9 @@ class Hub:
                 async with asyncio.timeout(3.0):
                     await asyncio.gather(*(s.finished.wait() for s in sessions))
         await self.supervisor.stop()
+        for timer in self._client_expiry.values():
+            timer.cancel()
+        self._client_expiry.clear()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
