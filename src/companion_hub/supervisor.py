@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("companion_hub.supervisor")
 
@@ -72,6 +73,8 @@ class Supervised:
 
 class Supervisor:
     """Owns a set of supervised tasks; ``stop()`` cancels them all."""
+
+    stop_timeout = 5.0  # seconds stop() waits for cancelled tasks, per attempt
 
     def __init__(self, name: str = "hub") -> None:
         self.name = name
@@ -150,12 +153,35 @@ class Supervisor:
     async def stop(self) -> None:
         """Cancel every task and wait for it; old exceptions are never re-raised."""
         self._stopping = True
-        tasks = [i.task for i in self._items if i.task is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [i.task for i in self._items if i.task is not None and not i.task.done()]
+        for attempt in range(3):
+            for t in tasks:
+                t.cancel()
+            if not tasks:
+                break
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+            tasks = list(pending)
+            if tasks:  # one swallowed its cancellation: ask again, then give up
+                log.error(
+                    "a task did not stop when cancelled",
+                    extra={"tasks": [t.get_name() for t in tasks], "attempt": attempt + 1},
+                )
         self._items.clear()
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` and wait until they have ended.
+
+    Unlike ``task.cancel(); with suppress(CancelledError): await task``, this never
+    swallows a cancellation of the *caller* that arrives while it waits: a task that
+    swallowed its own cancellation would run on (a link reconnecting forever) and hang
+    the shutdown that cancelled it.
+    """
+    live = [t for t in tasks if t is not None and not t.done()]
+    for t in live:
+        t.cancel()
+    if live:
+        await asyncio.gather(*live, return_exceptions=True)
 
 
 def _signature(exc: BaseException) -> str:

@@ -118,3 +118,50 @@ async def test_a_broken_crash_hook_does_not_stop_the_restarts() -> None:
         await asyncio.sleep(0.02)
     assert runs == 2
     await sup.stop()
+
+
+async def test_cancel_and_wait_never_swallows_the_callers_cancellation() -> None:
+    from companion_hub.supervisor import cancel_and_wait
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)  # takes a while to wind down
+
+    async def stopper(child: asyncio.Task[None]) -> str:
+        await cancel_and_wait(child)
+        return "went on"  # must not happen when the stopper itself is cancelled
+
+    child = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(stopper(child))
+    await asyncio.sleep(0.05)  # the stopper waits for the child now
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    await asyncio.gather(child, return_exceptions=True)
+
+
+async def test_stop_gives_up_on_a_task_that_swallows_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue  # a bug: cancellation swallowed
+
+    sup = Supervisor("t")
+    sup.spawn("stubborn", stubborn)
+    await asyncio.sleep(0.01)
+    caplog.set_level(logging.ERROR, logger="companion_hub.supervisor")
+    sup.stop_timeout = 0.05
+    try:
+        await asyncio.wait_for(sup.stop(), 10)  # returns: a shutdown never hangs
+    finally:
+        release.set()
+    assert any("did not stop" in r.getMessage() for r in caplog.records)

@@ -460,8 +460,9 @@ class HubClient:
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            # not suppress(CancelledError): a cancellation of close() itself must not
+            # be swallowed
+            await asyncio.gather(runner, return_exceptions=True)
         if conn is not None:
             self._lost(conn, "the client was closed")
         await self._cancel_tasks()
@@ -646,8 +647,7 @@ class HubClient:
             # the pinger winds down
             self._lost(conn, conn.reason)
             pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+            await asyncio.gather(pinger, return_exceptions=True)
             if not conn.ws.closed:
                 # do not wait for a closing handshake with a hub that may be dead
                 self._spawn(conn.ws.close(), "hub-client-close")

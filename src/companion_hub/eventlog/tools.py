@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -613,8 +612,7 @@ async def replay(
         finally:
             res.seconds = loop.time() - started
             read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await read_task
+            await asyncio.gather(read_task, return_exceptions=True)
             await ws.close()
     return res
 

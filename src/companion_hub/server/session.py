@@ -40,6 +40,7 @@ from ..core.store import Entry
 from ..core.window import DeliveryWindow
 from ..protocol import encode as wire
 from ..protocol import messages as m
+from ..supervisor import cancel_and_wait
 from .hub import Hub, now_ms
 
 log = logging.getLogger("companion_hub.session")
@@ -277,10 +278,7 @@ class Session:
                     "close_code": self.ws.close_code,
                 },
             )
-        if self._writer_task is not None:
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+        await cancel_and_wait(self._writer_task)
         if not self.ws.closed:
             await self.ws.close()
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import aiohttp
 
+from ...supervisor import cancel_and_wait
 from .satellite import (
     Event,
     ProtocolError,
@@ -269,9 +270,7 @@ class SatelliteLink:
         try:
             reason = await self._read_loop(transport)
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            await cancel_and_wait(keepalive)
             self._transport = None
             self.proto = None
             self._fail_pending("the Satellite link dropped; the command may have been executed")
@@ -310,11 +309,9 @@ class SatelliteLink:
                         return fatal
                 await self._flush()
         finally:
-            for t in (receive, reset):
-                if t is not None and not t.done():
-                    t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await t
+            # not `suppress(CancelledError): await t`: that would swallow the link's
+            # own cancellation (a stopping adapter) and reconnect forever
+            await cancel_and_wait(receive, reset)
 
     def _keepalive_done(self, task: asyncio.Task[None]) -> None:
         """The keep-alive ended: fine when cancelled or when it reset the link itself;
