@@ -338,14 +338,35 @@ async def test_subscriptions_survive_and_reconnect_uses_backoff(srv: HubServer) 
 
 
 async def test_takeover_stops_the_older_client(srv: HubServer) -> None:
-    async with client(srv, "tally") as a1, client(srv, "tally") as a2:
-        await until(lambda: a1.replaced)
-        assert not a1.connected
-        with pytest.raises(Unavailable, match="taken over"):
-            await a1.set("app.tally.x", 1)
-        await a2.set("app.tally.x", 1)
-        await asyncio.sleep(0.2)
-        assert not a1.connected and srv.hub.sessions["tally"].session_id == a2.session_id
+    seen: list[str] = []
+    async with client(srv, "tally") as a1:
+        a1.on_disconnect(lambda c, reason: seen.append(f"lost: {reason}"))
+
+        @a1.on_replaced
+        async def replaced(c: HubClient) -> None:
+            seen.append("replaced")
+
+        async with client(srv, "tally") as a2:
+            await until(lambda: a1.replaced)
+            assert not a1.connected
+            await until(lambda: "replaced" in seen)  # the hooks ran
+            assert any(s.startswith("lost: ") and "4000" in s for s in seen), seen
+            with pytest.raises(Unavailable, match="taken over"):
+                await a1.set("app.tally.x", 1)
+            await a2.set("app.tally.x", 1)
+            await asyncio.sleep(0.2)
+            assert not a1.connected and srv.hub.sessions["tally"].session_id == a2.session_id
+
+
+async def test_on_disconnect_runs_for_every_lost_connection(srv: HubServer) -> None:
+    reasons: list[str] = []
+    async with client(srv, "tally") as c:
+        c.on_disconnect(lambda hub, reason: reasons.append(reason))
+        session = srv.hub.sessions["tally"]
+        await session.close(1001, b"going away")  # the hub drops it; the client returns
+        await until(lambda: bool(reasons))
+        await until(lambda: c.connected)
+        assert "1001" in reasons[0] and not c.replaced
 
 
 # --- commands -------------------------------------------------------------------------

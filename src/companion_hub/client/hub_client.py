@@ -74,6 +74,8 @@ CommandHandler = Callable[[dict[str, Any], str], Any]
 
 ConnectHook = Callable[["HubClient"], Any]
 """``fn(client)`` run after every (re)connection; may be a coroutine function."""
+DisconnectHook = Callable[["HubClient", str], Any]
+"""``fn(client, reason)`` run after every lost connection; may be a coroutine function."""
 
 F = TypeVar("F", bound=CommandHandler)
 
@@ -363,6 +365,8 @@ class HubClient:
         self._subs: dict[str, Subscription] = {}
         self._handlers: dict[str, tuple[CommandHandler, bool]] = {}
         self._on_connect: list[ConnectHook] = []
+        self._on_disconnect: list[DisconnectHook] = []
+        self._on_replaced: list[ConnectHook] = []
         self._watches: set[Watch] = set()
         self._event_streams: set[EventStream] = set()
         self._ids = itertools.count(1)
@@ -519,7 +523,14 @@ class HubClient:
                     raise
                 except Exception:  # a bug must not end the reconnect loop
                     log.exception("connection failed", extra={"client": self.client})
+                for dhook in self._on_disconnect:
+                    self._spawn(
+                        self._run_hook(dhook, conn.reason),
+                        f"hub-client-on-disconnect-{self.client}",
+                    )
                 if self.replaced:
+                    for rhook in self._on_replaced:
+                        self._spawn(self._run_hook(rhook), f"hub-client-on-replaced-{self.client}")
                     log.warning(
                         "connection replaced by another one with the same client name; "
                         "not reconnecting",
@@ -656,15 +667,34 @@ class HubClient:
             extra={"client": self.client, "reason": conn.reason, "code": conn.close_code},
         )
 
-    async def _run_hook(self, hook: ConnectHook) -> None:
+    async def _run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
         try:
-            result = hook(self)
+            result = hook(self, *args)
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("on_connect hook failed", extra={"client": self.client})
+            log.exception(
+                "hook failed", extra={"client": self.client, "hook": getattr(hook, "__name__", "")}
+            )
+
+    def on_disconnect(self, fn: DisconnectHook) -> DisconnectHook:
+        """Run ``fn(client, reason)`` whenever a connection is lost (usable as a
+        decorator): a dropped network, a dead hub, a takeover. The client reconnects
+        by itself afterwards, except after a takeover (see :meth:`on_replaced`)."""
+        self._on_disconnect.append(fn)
+        return fn
+
+    def on_replaced(self, fn: ConnectHook) -> ConnectHook:
+        """Run ``fn(client)`` when another connection with the same client name took
+        over this one (close code 4000). The client then stops: it does not reconnect,
+        since two programs fighting over one name would take it from each other forever.
+        Its watches end, requests fail with ``Unavailable`` ("taken over"), and
+        ``replaced`` is True. Start a new client (or exit) from this hook if that is what
+        the program should do."""
+        self._on_replaced.append(fn)
+        return fn
 
     def on_connect(self, fn: ConnectHook) -> ConnectHook:
         """Run ``fn(client)`` after every connection, the first included (usable as a
