@@ -32,6 +32,8 @@ import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import aiohttp
+
 from .client import Change, Entry, HubClient, HubError, NotOwner
 
 __all__ = ["DEFAULT_URL", "add_client_commands", "main"]
@@ -67,6 +69,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="client name (default: cli-<random>); it owns app.<client>, the only "
         "namespace it may write",
+    )
+    g.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --client NAME: take over NAME's connection even if it is connected",
     )
     g.add_argument("--token", default=None, help=f"auth token (default: ${ENV_TOKEN})")
     g.add_argument(
@@ -167,6 +174,41 @@ def _client(args: argparse.Namespace) -> HubClient:
         raise _UsageError(str(exc)) from None
 
 
+async def _open(args: argparse.Namespace) -> HubClient:
+    """The client for this call. With an explicit ``--client NAME`` it first asks the
+    hub (over HTTP, without connecting as anyone) whether NAME is connected: a CLI call
+    must not take over a running application's connection by accident."""
+    hub = _client(args)
+    if args.client and not args.replace:
+        record = await _client_record(hub.url, args.client, args.connect_timeout)
+        if record is not None and record.get("connected") is True:
+            raise _UsageError(
+                f"client {args.client!r} is connected (session {record.get('session')}, from "
+                f"{record.get('address')}); a call as {args.client!r} would take over its "
+                "connection. Pass --replace to do that on purpose"
+            )
+    return hub
+
+
+async def _client_record(url: str, name: str, timeout: float) -> dict[str, Any] | None:
+    """``hub.clients.<name>`` from the hub's HTTP API (same port), or None."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    http_url = f"{scheme}://{parts.netloc}/api/state/hub.clients.{name}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(http_url) as r,
+        ):
+            if r.status != 200:
+                return None
+            doc = await r.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None  # the connection attempt itself will say what is wrong
+    value = doc.get("value") if isinstance(doc, dict) else None
+    return value if isinstance(value, dict) else None
+
+
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         return asyncio.run(main())
@@ -248,7 +290,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     async def main() -> int:
-        async with _client(args) as hub:
+        async with await _open(args) as hub:
             printed = 0
             loop = asyncio.get_running_loop()
             deadline = None if args.seconds is None else loop.time() + args.seconds
@@ -276,7 +318,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     async def main() -> int:
-        async with _client(args) as hub:
+        async with await _open(args) as hub:
             entries = list((await hub.get_many(*args.patterns)).values())
         if args.json:
             print(_compact([_entry_json(e) for e in entries]))
@@ -318,7 +360,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def main() -> int:
-        async with _client(args) as hub:
+        async with await _open(args) as hub:
             try:
                 r = await hub.set(args.key, value, expect_version=args.expect_version)
             except NotOwner as exc:
@@ -345,7 +387,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def main() -> int:
-        async with _client(args) as hub:
+        async with await _open(args) as hub:
             result = await hub.call(
                 args.target,
                 args.cmd_name,

@@ -196,3 +196,17 @@ def test_an_unknown_flag_shows_the_subcommands_usage(capsys: pytest.CaptureFixtu
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: companion-hub get") and "--bogus" in err
+
+
+async def test_a_call_does_not_take_over_a_running_client_by_accident(
+    srv: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = url_of(srv)
+    async with HubClient(url, "tally") as app:
+        args = ("set", "--url", url, "--client", "tally", "app.tally.s", "1")
+        assert await cli(*args) == 2
+        err = capsys.readouterr().err
+        assert "'tally' is connected" in err and "--replace" in err
+        assert app.connected and not app.replaced
+        assert await cli(*args, "--replace") == 0  # on purpose
+        await until(lambda: app.replaced)
