@@ -267,7 +267,8 @@ class Store:
         out: list[Entry] = []
         rx: re.Pattern[str] | None = None
         for ns in self._namespaces.values():
-            relevant = [p for p in patterns if could_match_under(p, ns.name)]
+            # (deduplicated: the same exact key named twice is one entry)
+            relevant = list(dict.fromkeys(p for p in patterns if could_match_under(p, ns.name)))
             if not relevant or not ns.entries:
                 continue
             if any(_covers(p, ns.name) for p in relevant):
