@@ -410,7 +410,9 @@ def _time_arg(t: int | str | None) -> int | None:
 
 
 def _pattern_sql(patterns: Sequence[Pattern]) -> tuple[str, list[Any]]:
-    """A SQL pre-filter on ``key`` (exactness comes from :func:`match` afterwards)."""
+    """A SQL pre-filter on ``key`` (exactness comes from :func:`match` afterwards): each
+    pattern's literal prefix, as ranges an index on ``key`` can serve ("" when a pattern
+    starts with a wildcard: then nothing narrows)."""
     conds: list[str] = []
     params: list[Any] = []
     for p in patterns:
@@ -426,28 +428,69 @@ def _pattern_sql(patterns: Sequence[Pattern]) -> tuple[str, list[Any]]:
             conds.append("key = ?")
             params.append(prefix)
         else:
-            # keys never contain GLOB's special characters (* ? [ ])
-            conds.append("(key = ? OR key GLOB ?)")
-            params += [prefix, prefix + ".*"]
+            # the key itself or below it: "prefix." <= key < "prefix/" ("/" follows ".")
+            conds.append("(key = ? OR (key >= ? AND key < ?))")
+            params += [prefix, prefix + ".", prefix + "/"]
     return "(" + " OR ".join(conds) + ")", params
 
 
-def _where(f: LogFilter, *, records: bool) -> tuple[str, list[Any]]:
+def _indexed_rev(conn: sqlite3.Connection) -> int | None:
+    """Up to which revision ``key_revs`` holds every change (None: a log without it)."""
+    try:
+        row = conn.execute("SELECT v FROM meta WHERE k = 'indexed_rev'").fetchone()
+        conn.execute("SELECT 1 FROM key_revs LIMIT 0").fetchall()
+    except sqlite3.OperationalError:
+        return None  # written before key_revs existed (schema 1)
+    return int(row[0]) if row else 0
+
+
+def _changes_by_key(
+    conn: sqlite3.Connection,
+    patterns: Sequence[Pattern],
+    rev_conds: list[str],
+    rev_params: list[Any],
+) -> tuple[str, list[Any]]:
+    """A condition selecting the changes whose key may match ``patterns`` by way of the
+    ``key_revs`` index (and a scan by revision of the tail it does not cover yet); ""
+    when nothing narrows. ``rev_conds`` bound both parts."""
+    sql, params = _pattern_sql(patterns)
+    if not sql:
+        return "", []
+    indexed = _indexed_rev(conn)
+    if indexed is None:
+        return sql, params
+    bounds = "".join(f" AND {c}" for c in rev_conds)
+    return (
+        f"rev IN (SELECT rev FROM key_revs WHERE {sql}{bounds} "
+        f"UNION ALL SELECT rev FROM changes WHERE rev > ? AND {sql}{bounds})",
+        [*params, *rev_params, indexed, *params, *rev_params],
+    )
+
+
+def _where(
+    f: LogFilter, *, records: bool, conn: sqlite3.Connection | None = None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause for ``f``: for changes (``records=False``) give ``conn``, whose
+    ``key_revs`` index then serves the key patterns."""
     conds: list[str] = []
     params: list[Any] = []
+    rev_conds: list[str] = []  # bounds on rev alone (also valid inside key_revs)
+    rev_params: list[Any] = []
     if f.from_rev is not None:
         if f.after_id is None:
-            conds.append("rev >= ?")
-            params.append(f.from_rev)
+            rev_conds.append("rev >= ?")
+            rev_params.append(f.from_rev)
         elif records:
             conds.append("(rev > ? OR (rev = ? AND id > ?))")
             params += [f.from_rev, f.from_rev, f.after_id]
         else:
-            conds.append("rev > ?")
-            params.append(f.from_rev)
+            rev_conds.append("rev > ?")
+            rev_params.append(f.from_rev)
     if f.to_rev is not None:
-        conds.append("rev <= ?")
-        params.append(f.to_rev)
+        rev_conds.append("rev <= ?")
+        rev_params.append(f.to_rev)
+    conds += rev_conds
+    params += rev_params
     if f.since is not None:
         conds.append("ts >= ?")
         params.append(f.since)
@@ -462,7 +505,10 @@ def _where(f: LogFilter, *, records: bool) -> tuple[str, list[Any]]:
         conds.append(f"type IN ({', '.join('?' * len(f.record_types))})")
         params += f.record_types
     if f.patterns:
-        sql, ps = _pattern_sql(f.patterns)
+        if conn is not None and not records:
+            sql, ps = _changes_by_key(conn, f.patterns, rev_conds, rev_params)
+        else:
+            sql, ps = _pattern_sql(f.patterns)
         if sql:
             conds.append(sql)
             params += ps
@@ -476,7 +522,7 @@ def _fetch(cur: sqlite3.Cursor, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
 
 def iter_changes(conn: sqlite3.Connection, f: LogFilter) -> Iterator[ChangeItem]:
     """The changes selected by ``f`` (types are ignored), in revision order."""
-    where, params = _where(f, records=False)
+    where, params = _where(f, records=False, conn=conn)
     cur = conn.execute(f"SELECT {_CHANGE_COLS} FROM changes{where} ORDER BY rev", params)
     for row in _fetch(cur):
         item = ChangeItem.from_row(row)
@@ -633,7 +679,9 @@ def _per_key(
     conn: sqlite3.Connection, lo: int, hi: int, patterns: Sequence[Pattern], agg: str
 ) -> dict[str, ChangeItem]:
     """For each key changed in ``(lo, hi]``, its last (``agg="MAX"``) or first change."""
-    sql, params = _pattern_sql(patterns) if patterns else ("", [])
+    sql, params = (
+        _changes_by_key(conn, patterns, ["rev > ?", "rev <= ?"], [lo, hi]) if patterns else ("", [])
+    )
     extra = f" AND {sql}" if sql else ""
     cur = conn.execute(
         f"SELECT {_CHANGE_COLS} FROM changes WHERE rev IN "

@@ -179,9 +179,9 @@ class Hub:
         stored_id = event_log.meta("hub_id")
         if stored_id is None:
             event_log.set_meta("hub_id", self.hub_id)
-            event_log.set_meta("schema", str(SCHEMA))
         else:
             self.hub_id = stored_id
+        event_log.set_meta("schema", str(SCHEMA))  # opening upgraded it (eventlog.store)
         # after a crash: at most this many acknowledged changes can be missing from the
         # log. Writers are held at max_pending (one batch and one frame on top); the
         # hub's own exempt writes are stale flips, at most one per key per disconnect:
