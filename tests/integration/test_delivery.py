@@ -35,14 +35,19 @@ class Mirror:
         self.snapshot_rev = 0
         self.deltas: list[dict[str, Any]] = []
 
-    def apply_snapshot(self, rev: int, mode: str, entries: list[dict], removed: list[str]) -> None:
+    def apply_snapshot(self, rev: int, mode: str, entries: list[dict], removed: list[dict]) -> None:
         if mode == "full":
             self.view.clear()
         for e in entries:
+            assert e["version"] >= self.versions.get(e["key"], 0), "version went back"
+            assert e["rev"] <= rev and (e["stale"] == ("stale_since" in e)), e
             self.view[e["key"]] = (e["value"], e["version"], e["stale"])
             self.versions[e["key"]] = e["version"]
-        for k in removed:
-            self.view.pop(k, None)
+        for r in removed:  # revision 2: {"key", "version", "rev"} of the delete
+            assert self.snapshot_rev < r["rev"] <= rev, (r, self.snapshot_rev, rev)
+            assert r["version"] > self.versions.get(r["key"], 0), "a delete's version went back"
+            self.view.pop(r["key"], None)
+            self.versions[r["key"]] = r["version"]
         self.rev = self.snapshot_rev = rev
 
     def apply(self, m: dict[str, Any]) -> None:

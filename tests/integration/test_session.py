@@ -244,7 +244,8 @@ async def test_incremental_snapshot_has_changes_and_removals(hub: HubServer) -> 
         ("app.w.a", "A"),
         ("app.w.d", "d"),
     ]
-    assert r["removed"] == ["app.w.b"]
+    # revision 2: the delete's own version and revision
+    assert r["removed"] == [{"key": "app.w.b", "version": 2, "rev": since + 2}]
     # without resume.hub (or with another hub id) the snapshot is full
     other = await Client.connect(hub.url, "o", resume={"hub": "not-this-hub", "rev": since})
     r = await other.request(

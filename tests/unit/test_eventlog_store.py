@@ -170,3 +170,39 @@ def test_resume_history_survives_an_older_crash_gap(tmp_path: Path) -> None:
     assert list(store.changed_since(103) or []) == ["app.a.k104", "app.a.k105", "app.a.k106"]
     assert store.changed_since(50) is None  # inside the gap: a full snapshot
     log.close()
+
+
+def test_stale_since_is_kept_in_the_log_and_snapshots(tmp_path: Path) -> None:
+    """Revision 2: the ``stale`` column holds when a key went stale (1 in rows from
+    before that was kept: such a key comes back stale "since the restart")."""
+    path = str(tmp_path / "hub.sqlite3")
+    log = EventLog(LogSettings(path=path))
+    log.append_namespace("app.a", "a")
+    now = int(time.time() * 1000)
+    log.append_change((1, "app.a.x", 1, 0, b"1", "app.a", now - 5000, now - 9000, "hub"))
+    log.append_change((2, "app.a.old", 1, 0, b"2", "app.a", 1, now - 9000, "hub"))
+    log.append_snapshot(
+        2,
+        [Entry("app.a.s", b"3", 1, 1, "app.a", True, now - 9000, 0, now - 7000)],
+        {},
+    )
+    log.append_change((3, "app.a.f", 1, 0, b"4", "app.a", 0, now, "a"))
+    log.close()
+
+    log = EventLog(LogSettings(path=path))
+    store = Store(clock_ms=lambda: now, decode=msgspec.json.decode)
+    recover(log, store, history_limit=100)
+    s = store.get("app.a.s")
+    assert s is not None and s.stale and s.stale_since == now - 7000  # from the snapshot
+    f = store.get("app.a.f")  # fresh in the log; its owner is gone: stale since now
+    assert f is not None and f.stale and f.stale_since == now and f.ts == now
+    log.close()
+
+    log = EventLog(LogSettings(path=path))
+    store = Store(clock_ms=lambda: now, decode=msgspec.json.decode)
+    log.db.execute("DELETE FROM snapshots")  # replay the rows themselves
+    recover(log, store, history_limit=100)
+    x, old = store.get("app.a.x"), store.get("app.a.old")
+    assert x is not None and x.stale_since == now - 5000 and x.ts == now - 9000
+    assert old is not None and old.stale and old.stale_since == now
+    log.close()

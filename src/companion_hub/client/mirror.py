@@ -246,7 +246,10 @@ class Mirror:
         if s is None:
             return done
         s.chunk_entries.extend(msg.get("entries") or ())
-        s.chunk_removed.extend(msg.get("removed") or ())
+        # revision 2: {"key", "version", "rev"} per deleted key (a key alone before)
+        s.chunk_removed.extend(
+            r["key"] if isinstance(r, dict) else r for r in msg.get("removed") or ()
+        )
         if not done:
             return False
         rev = int(msg.get("rev", 0))

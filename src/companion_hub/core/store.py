@@ -49,20 +49,26 @@ class Entry(msgspec.Struct, gc=False):
     ts: int
     # write epoch: the session (or adapter run) that last wrote the key, for `sync`
     wepoch: int = 0
+    # when the key went stale (epoch ms; 0 while fresh). ``ts`` stays the time of the
+    # last value change
+    stale_since: int = 0
 
 
 class Change:
     """A committed change: ``entry`` is the new state, or None when the key was deleted;
     ``actor`` is who made it (a client name, ``adapter:<name>`` or ``hub``)."""
 
-    __slots__ = ("actor", "entry", "key", "rev", "version")
+    __slots__ = ("actor", "entry", "key", "owner", "rev", "version")
 
-    def __init__(self, key: str, rev: int, version: int, entry: Entry | None, actor: str) -> None:
+    def __init__(
+        self, key: str, rev: int, version: int, entry: Entry | None, actor: str, owner: str
+    ) -> None:
         self.key = key
         self.rev = rev
         self.version = version
         self.entry = entry
         self.actor = actor
+        self.owner = owner  # the namespace of the key (also for a delete)
 
     @property
     def deleted(self) -> bool:
@@ -171,6 +177,7 @@ class Store:
         for name, owner in namespaces:
             self.register_namespace(name, owner)
         flipped = 0
+        now = self._now()
         for e in entries:
             ns = self.namespace_of(e.key)
             if ns is None:  # not in the namespace table (an old or damaged log)
@@ -178,7 +185,10 @@ class Store:
                 ns = self.register_namespace(e.owner, owner)
             if not e.stale and ns.name in stale_namespaces:
                 e.stale = True
+                e.stale_since = now
                 flipped += 1
+            elif e.stale and not e.stale_since:
+                e.stale_since = now  # logged before the time was kept: at least since now
             ns.entries[e.key] = e
         for key, version in tombstones.items():
             ns = self.namespace_of(key)
@@ -304,6 +314,24 @@ class Store:
         start = since + 1 - self._hist_base
         return (k for k in self._hist[start:] if k)
 
+    def last_changes_since(self, since: int) -> dict[str, int] | None:
+        """Each key changed after revision ``since``, with the revision of its last
+        change (in order of those revisions), or None if out of window."""
+        if self.changed_since(since) is None:
+            return None
+        start = since + 1 - self._hist_base
+        base = self._hist_base + start
+        last: dict[str, int] = {}
+        for i, k in enumerate(self._hist[start:]):
+            if k:
+                last[k] = base + i
+        return last
+
+    def deleted_version(self, key: str) -> int:
+        """The version a deleted key was deleted at (0 if unknown or not deleted)."""
+        ns = self.namespace_of(key)
+        return 0 if ns is None else ns.tombstones.get(key, 0)
+
     # --- the commit path ------------------------------------------------------------
 
     def _commit(
@@ -321,7 +349,7 @@ class Store:
             drop = len(hist) - self._history_limit
             del hist[:drop]
             self._hist_base += drop
-        change = Change(key, rev, version, entry, actor)
+        change = Change(key, rev, version, entry, actor, ns.name)
         for listener in self._listeners:
             listener(change)
         return rev
@@ -472,8 +500,11 @@ class Store:
             for e in ns.entries.values()
             if e.stale is not stale and (prefix is None or is_prefix_of(prefix, e.key))
         ]
+        since = self._now() if stale else 0
         for e in flips:
-            entry = Entry(e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts, e.wepoch)
+            entry = Entry(
+                e.key, e.raw, e.version, self.rev + 1, ns.name, stale, e.ts, e.wepoch, since
+            )
             self._commit(ns, e.key, entry, e.version, actor)
         return len(flips)
 

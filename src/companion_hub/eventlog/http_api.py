@@ -3,16 +3,22 @@
 Query parameters (all optional): ``pattern`` (repeatable), ``from_rev``, ``to_rev``,
 ``since``, ``until`` (ISO 8601 or epoch ms), ``client`` (repeatable), ``type``
 (repeatable or comma-separated: change, event, command, session), ``limit``
-(default 100, at most 1000) and ``after_id`` (the cursor handed out with a page).
-Integers are signed 64-bit (SQLite's range): revisions and ids from 0, ``limit`` from 1
-(larger values than 1000 give 1000); times lie in the years 1 to 9999. A parameter that
-is not repeatable may be given once; a repeatable one at most 100 times.
+(default 100, at most 1000), and ``after``: the opaque cursor a page hands out as
+``next`` (instead of ``from_rev``). Integers are signed 64-bit (SQLite's range):
+revisions and ids from 0, ``limit`` from 1 (larger values than 1000 give 1000); times
+lie in the years 1 to 9999. A parameter that is not repeatable may be given once; a
+repeatable one at most 100 times.
 
-Reply: ``{"records": [...], "next_from_rev": N|null, "next_after_id": M|null}``.
-Records are in log order (see :mod:`.query`). To go on, ask again with
-``from_rev=next_from_rev`` (and ``after_id=next_after_id`` when that is not null: it
-happens only when a single revision holds more records than ``limit``); null means
-there is nothing more for now.
+Reply: ``{"records": [...], "next": CURSOR|null, "more": BOOL, "next_from_rev": N|null,
+"next_after_id": M|null}``. Records are in log order (see :mod:`.query`). ``next``
+points just after the last record of the page (events and commands do not move the
+revision, so a revision alone cannot say where a page ended); ask again with
+``after=next`` and the same filters to go on, now or later (for a tail). It is null
+only when the page is empty and no cursor was given. ``more`` says whether more
+records matched already (the page was cut by ``limit``). ``next_from_rev`` and
+``next_after_id`` are the older form of the same position (``from_rev`` and
+``after_id``), kept for existing callers; ``next_from_rev`` is null when nothing more
+matched.
 
 The query runs in a worker thread on its own read-only connection, so the event
 loop never waits for the disk. Errors: 400 for bad parameters, 404 when the hub has
@@ -23,6 +29,7 @@ parameter at fault.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import sqlite3
 from collections.abc import Callable
@@ -40,7 +47,18 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_VALUES = 100  # a repeatable parameter (pattern, client, type) at most this many times
 # every parameter GET /api/log knows (others are ignored)
-PARAMS = ("pattern", "from_rev", "to_rev", "since", "until", "client", "type", "limit", "after_id")
+PARAMS = (
+    "pattern",
+    "from_rev",
+    "to_rev",
+    "since",
+    "until",
+    "client",
+    "type",
+    "limit",
+    "after",
+    "after_id",
+)
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 _STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAVAILABLE: 503}
@@ -81,6 +99,34 @@ def _int(query: Any, name: str, lo: int = 0) -> int | None:
     return q.check_int(name, int(t), lo)
 
 
+_CURSOR_RE = re.compile(r"c1\.([0-9]{1,19})\.([0-9]{1,19})")
+
+
+def encode_cursor(rev: int, record_id: int) -> str:
+    """The position just after the item at (``rev``, ``record_id``) (0 for a change),
+    as an opaque text: the form may change, callers only hand it back."""
+    raw = f"c1.{rev}.{record_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[int, int]:
+    """(rev, record_id) of a cursor from :func:`encode_cursor`; LogError otherwise."""
+    bad = q.LogError(f"after must be a cursor handed out as 'next', not {_show(text)}")
+    if len(text) > 80:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    m = _CURSOR_RE.fullmatch(raw)
+    if m is None:
+        raise bad
+    rev, rid = int(m.group(1)), int(m.group(2))
+    if rev > q.MAX_INT or rid > q.MAX_INT:
+        raise bad
+    return rev, rid
+
+
 def _show(text: str, most: int = 40) -> str:
     return repr(text) if len(text) <= most else repr(text[:most]) + "..."
 
@@ -91,15 +137,21 @@ def _parse(query: Any) -> tuple[q.LogFilter, int]:
     limit = _int(query, "limit", lo=1)
     if limit is None:
         limit = DEFAULT_LIMIT
+    from_rev, after_id = _int(query, "from_rev"), _int(query, "after_id")
+    after = _one(query, "after")
+    if after is not None:
+        if from_rev is not None or after_id is not None:
+            raise q.LogError("after is a position of its own: give it without from_rev/after_id")
+        from_rev, after_id = decode_cursor(after)
     f = q.make_filter(
         patterns=_many(query, "pattern"),
-        from_rev=_int(query, "from_rev"),
+        from_rev=from_rev,
         to_rev=_int(query, "to_rev"),
         since=_one(query, "since"),
         until=_one(query, "until"),
         clients=_many(query, "client"),
         types=_many(query, "type"),
-        after_id=_int(query, "after_id"),
+        after_id=after_id,
     )
     if f.after_id is not None and f.from_rev is None:
         raise q.LogError("after_id needs from_rev")
@@ -113,9 +165,18 @@ def _run_query(path: str, f: q.LogFilter, limit: int) -> bytes:
         pg = q.page(conn, f, limit)
     finally:
         conn.close()
+    if pg.items:
+        last = pg.items[-1]
+        nxt: str | None = encode_cursor(last.rev, last.id)
+    elif f.after_id is not None and f.from_rev is not None:
+        nxt = encode_cursor(f.from_rev, f.after_id)  # nothing new yet: the same position
+    else:
+        nxt = None
     return _enc.encode(
         {
             "records": [item.to_wire() for item in pg.items],
+            "next": nxt,
+            "more": pg.next_from_rev is not None,
             "next_from_rev": pg.next_from_rev,
             "next_after_id": pg.next_after_id,
         }

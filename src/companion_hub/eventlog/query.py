@@ -235,6 +235,7 @@ class ChangeItem:
     stale: bool
     ts: int
     actor: str | None
+    stale_since: int | None = None  # when it went stale (None: fresh, or not recorded)
     type: ClassVar[str] = "change"
     order: ClassVar[int] = 0
 
@@ -262,6 +263,8 @@ class ChangeItem:
             "stale": self.stale,
             "owner": self.owner,
         }
+        if self.stale_since is not None:
+            d["stale_since"] = self.stale_since
         if not self.deleted:
             d["value"] = _raw(self.raw) if self.raw is not None else None
         return d
@@ -279,6 +282,7 @@ class ChangeItem:
             bool(stale),
             int(ts),
             None if actor is None else str(actor),
+            int(stale) if stale and int(stale) > 1 else None,
         )
 
 

@@ -65,7 +65,15 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
         tombstones.update(image.tombstones)
         for se in image.entries:
             state[se.key] = Entry(
-                se.key, bytes(se.value), se.version, se.rev, se.owner, se.stale, se.ts
+                se.key,
+                bytes(se.value),
+                se.version,
+                se.rev,
+                se.owner,
+                se.stale,
+                se.ts,
+                0,
+                se.stale_since if se.stale else 0,
             )
     # keys changed before the snapshot that the log still has: the resume window
     start = max(event_log.oldest_rev(), base - history_limit)
@@ -85,7 +93,9 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
             state.pop(key, None)
             tombstones[key] = version
         else:
-            state[key] = Entry(key, value or b"null", version, r, owner, bool(stale), ts)
+            # stale: 0 fresh, else when it went stale (1: a log from before that was kept)
+            since = stale if stale > 1 else 0
+            state[key] = Entry(key, value or b"null", version, r, owner, bool(stale), ts, 0, since)
             tombstones.pop(key, None)
     clean = event_log.take_clean_marker()
     # the hub's exempt stale flips: at most one per restored key
@@ -141,23 +151,23 @@ class Recorder:
 
     def on_change(self, change: Change) -> None:
         e = change.entry
-        store = self.store
         row: ChangeRow
         if e is None:
-            ns = store.namespace_of(change.key)
             row = (
                 change.rev,
                 change.key,
                 change.version,
                 1,
                 None,
-                ns.name if ns is not None else "",
+                change.owner,
                 0,
                 int(time.time() * 1000),
                 change.actor,
             )
         else:
-            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, int(e.stale), e.ts, change.actor)
+            # the stale column holds when it went stale (0: fresh; see eventlog.store)
+            stale = (e.stale_since or 1) if e.stale else 0
+            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, stale, e.ts, change.actor)
         self.log.append_change(row)
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every and not self._snapshot_scheduled:

@@ -4,7 +4,9 @@ Layout (one SQLite database in WAL mode, ``<data dir>/hub.sqlite3``):
 
 - ``meta(k, v)``: ``hub_id``, ``schema``.
 - ``changes(rev PRIMARY KEY, key, version, deleted, value, owner, stale, ts, actor)``:
-  every committed change of the store, in revision order (value is the JSON bytes).
+  every committed change of the store, in revision order (value is the JSON bytes;
+  ``stale`` is 0 for a fresh entry, else the time it went stale in epoch ms, or 1 in
+  rows written before that time was kept).
 - ``key_revs(key, rev)`` (the primary key is both): which revisions changed a key, for
   the audit queries by key pattern. Filled by the writer thread in large batches sorted
   by key (meta ``indexed_rev``: every change up to it is in), not row by row: an index
@@ -40,7 +42,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,7 @@ class SnapshotEntry(msgspec.Struct, array_like=True):
     owner: str
     ts: int
     stale: bool = False  # absent in snapshots written before it was added
+    stale_since: int = 0  # likewise
 
 
 class SnapshotImage(msgspec.Struct):
@@ -195,6 +198,10 @@ class EventLog:
         self.stats.durable_rev = self.durable_rev
         self.oldest = self.oldest_rev()  # kept current by the writer (read on the loop)
         self.flushed = threading.Event()  # set after every batch (tests, shutdown)
+        # called from the writer thread after durable_rev moved, while durable_wanted
+        # (the hub then answers its durable writes on the loop)
+        self.on_durable: Callable[[], None] | None = None
+        self.durable_wanted = False
         self.write_delay = 0.0  # test hook: simulate a slow disk (seconds per batch)
         # why the log cannot write right now (None: the last write succeeded)
         self.error: str | None = None
@@ -352,6 +359,8 @@ class EventLog:
             if last_rev > self.durable_rev:
                 self.durable_rev = last_rev
                 self.stats.durable_rev = last_rev
+                if self.durable_wanted and self.on_durable is not None:
+                    self.on_durable()
             self._in_flight -= n  # after durable_rev: the two never disagree for long
             self._succeeded()
             self.flushed.set()
@@ -636,7 +645,16 @@ def encode_snapshot(
     for i in range(0, len(entries), chunk):
         part = _snap_enc.encode(
             [
-                SnapshotEntry(e.key, msgspec.Raw(e.raw), e.version, e.rev, e.owner, e.ts, e.stale)
+                SnapshotEntry(
+                    e.key,
+                    msgspec.Raw(e.raw),
+                    e.version,
+                    e.rev,
+                    e.owner,
+                    e.ts,
+                    e.stale,
+                    e.stale_since,
+                )
                 for e in entries[i : i + chunk]
             ]
         )

@@ -31,35 +31,49 @@ def encode_value(value: Any) -> bytes:
         raise HubError(ErrorCode.BAD_REQUEST, f"value is not JSON: {exc}") from None
 
 
+def _stale(e: Entry) -> bytes:
+    """``"stale":false`` or ``"stale":true,"stale_since":N`` (revision 2)."""
+    if e.stale:
+        return b'"stale":true,"stale_since":%d' % e.stale_since
+    return b'"stale":false'
+
+
 def delta(e: Entry) -> bytes:
-    return b'{"op":"delta","key":"%b","value":%b,"version":%d,"rev":%d,"stale":%b,"ts":%d}' % (
-        e.key.encode(),
-        e.raw,
-        e.version,
-        e.rev,
-        _BOOL[e.stale],
-        e.ts,
-    )
-
-
-def deleted_delta(key: str, version: int, rev: int) -> bytes:
-    return b'{"op":"delta","key":"%b","deleted":true,"version":%d,"rev":%d}' % (
-        key.encode(),
-        version,
-        rev,
-    )
-
-
-def entry(e: Entry) -> bytes:
-    return b'{"key":"%b","value":%b,"version":%d,"rev":%d,"owner":"%b","stale":%b,"ts":%d}' % (
+    return b'{"op":"delta","key":"%b","value":%b,"version":%d,"rev":%d,"owner":"%b",%b,"ts":%d}' % (
         e.key.encode(),
         e.raw,
         e.version,
         e.rev,
         e.owner.encode(),
-        _BOOL[e.stale],
+        _stale(e),
         e.ts,
     )
+
+
+def deleted_delta(key: str, version: int, rev: int, owner: str) -> bytes:
+    return b'{"op":"delta","key":"%b","deleted":true,"version":%d,"rev":%d,"owner":"%b"}' % (
+        key.encode(),
+        version,
+        rev,
+        owner.encode(),
+    )
+
+
+def entry(e: Entry) -> bytes:
+    return b'{"key":"%b","value":%b,"version":%d,"rev":%d,"owner":"%b",%b,"ts":%d}' % (
+        e.key.encode(),
+        e.raw,
+        e.version,
+        e.rev,
+        e.owner.encode(),
+        _stale(e),
+        e.ts,
+    )
+
+
+def removed_entry(key: str, version: int, rev: int) -> bytes:
+    """An item of an incremental snapshot's ``removed``: a key deleted after ``since``."""
+    return b'{"key":"%b","version":%d,"rev":%d}' % (key.encode(), version, rev)
 
 
 def entries_array(entries: Sequence[Entry]) -> bytes:
@@ -111,13 +125,15 @@ def snapshot_chunks(
     rev: int,
     mode: str,
     entries: Sequence[Entry],
-    removed: Sequence[str],
+    removed: Sequence[tuple[str, int, int]],
     chunk_bytes: int,
 ) -> Iterator[bytes]:
     """The snapshot as one or more messages of about ``chunk_bytes`` each, encoded lazily.
 
     ``entries`` must not change while this runs; the store's entries are immutable,
     so a list of them captured at subscribe time is a consistent snapshot.
+    ``removed`` (incremental snapshots): (key, version, rev) of each key deleted
+    after ``since``, its delete's version and revision.
     """
     head = b'{"op":"snapshot","id":%b,"sub":%b,"rev":%d,"mode":"%b","entries":[' % (
         encode(rid),
@@ -138,7 +154,7 @@ def snapshot_chunks(
             yield head + b",".join(parts) + b'],"removed":[],"done":false}'
             parts = []
             size = 0
-    removed_json = encode(list(removed))
+    removed_json = b"[" + b",".join([removed_entry(*r) for r in removed]) + b"]"
     yield head + b",".join(parts) + b'],"removed":' + removed_json + b',"done":true}'
 
 

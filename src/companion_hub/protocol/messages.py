@@ -80,11 +80,13 @@ class Set(_Msg, tag="set"):
     value: Any = msgspec.UNSET
     expect_version: int | None = None
     entries: list[BatchEntry] | None = None
+    durable: bool = False  # reply once the change is on disk in the event log
 
 
 class Delete(_Msg, tag="delete"):
     key: str = ""
     expect_version: int | None = None
+    durable: bool = False
 
 
 class Sync(_Msg, tag="sync"):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import heapq
 import itertools
 import logging
 import secrets
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -114,6 +115,9 @@ class Hub:
         self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._epochs = itertools.count(1)
         self.event_log: EventLog | None = None
+        # replies of durable writes waiting for the log: (rev, seq, send)
+        self._durable_waiters: list[tuple[int, int, Callable[[], None]]] = []
+        self._durable_seq = 0
         self._lock: IO[str] | None = None
         self.recorder: Recorder | None = None
         self.recovered: Recovered | None = None
@@ -255,7 +259,7 @@ class Hub:
             return
         e = change.entry
         data = (
-            wire.deleted_delta(change.key, change.version, change.rev)
+            wire.deleted_delta(change.key, change.version, change.rev, change.owner)
             if e is None
             else wire.delta(e)
         )
@@ -420,7 +424,48 @@ class Hub:
     def start_background(self) -> None:
         self.supervisor.spawn("progress", self._progress_loop)
         if self.event_log is not None:
+            loop = asyncio.get_running_loop()
+
+            def durable_advanced() -> None:  # the writer thread, while someone waits
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(self._durable_advanced)
+
+            self.event_log.on_durable = durable_advanced
             self.event_log.start()
+
+    # --- durable writes ----------------------------------------------------------------
+
+    def after_durable(self, rev: int, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (on the loop) once the event log has revision ``rev`` on disk: at
+        once when it already has, or when the hub keeps no log or keeps it in memory
+        only (nothing more durable is coming)."""
+        event_log = self.event_log
+        if event_log is None or event_log.settings.path == ":memory:":
+            fn()
+            return
+        if event_log.durable_rev >= rev:
+            fn()
+            return
+        self._durable_seq += 1
+        heapq.heappush(self._durable_waiters, (rev, self._durable_seq, fn))
+        event_log.durable_wanted = True
+        # the writer may have passed ``rev`` before it saw the flag: look again
+        if event_log.durable_rev >= rev:
+            self._durable_advanced()
+
+    def _durable_advanced(self) -> None:
+        """The log's durable revision moved (or the log closed): answer the waiters."""
+        event_log = self.event_log
+        durable = event_log.durable_rev if event_log is not None else None
+        waiters = self._durable_waiters
+        while waiters and (durable is None or waiters[0][0] <= durable):
+            _, _, fn = heapq.heappop(waiters)
+            try:
+                fn()
+            except Exception:
+                log.exception("durable write reply failed")
+        if not waiters and event_log is not None:
+            event_log.durable_wanted = False
 
     async def _progress_loop(self) -> None:
         hb = self.config.heartbeat_ms
@@ -456,7 +501,11 @@ class Hub:
         if self.event_log is not None and self.recorder is not None:
             self.recorder.snapshot()  # a fast start next time
             await asyncio.to_thread(self.event_log.close)
+            clean = not self.event_log.pending
             self.event_log = None
+            if clean:  # everything is on disk: answer the last durable writes
+                self._durable_advanced()
+            self._durable_waiters.clear()
         if self._lock is not None:
             self._lock.close()  # releases the data directory
             self._lock = None

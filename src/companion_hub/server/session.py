@@ -366,6 +366,19 @@ class Session:
     def _send(self, data: bytes) -> None:
         self.queue.push_control(data)
 
+    def _reply(self, data: bytes, durable_rev: int) -> None:
+        """Send a write's reply; with ``durable_rev`` (a ``durable: true`` write) only
+        once the event log has that revision on disk."""
+        if not durable_rev:
+            self._send(data)
+            return
+
+        def send() -> None:
+            if not self.finished.is_set():
+                self._send(data)
+
+        self.hub.after_durable(durable_rev, send)
+
     def _on_pong(self, payload: bytes) -> None:
         """Any pong goes to the delivery window (see core/window.py): ours confirm what
         was sent before their ping; one we cannot match (RFC 6455 lets a peer answer
@@ -516,19 +529,19 @@ class Session:
         # --- one synchronous step: snapshot and registration, no await in between ---
         rev = store.rev
         mode = "full"
-        removed: list[str] = []
+        removed: list[tuple[str, int, int]] = []  # (key, version, rev) of a delete
         entries: list[Entry] = []
         if msg.snapshot:
             changed = None
             if msg.since is not None and self.resume_hub == hub.hub_id and 0 <= msg.since <= rev:
-                changed = store.changed_since(msg.since)
+                changed = store.last_changes_since(msg.since)
             if changed is not None:
                 mode = "incremental"
-                for key in dict.fromkeys(changed):
+                for key, last_rev in changed.items():
                     if any(match(p, key) for p in patterns):
                         e = store.get(key)
                         if e is None:
-                            removed.append(key)
+                            removed.append((key, store.deleted_version(key), last_rev))
                         else:
                             entries.append(e)
             else:
@@ -573,7 +586,7 @@ class Session:
                         {"index": i, "key": be.key},
                     )
             results = writer.set_many([(be.key, be.value, be.expect_version) for be in msg.entries])
-            self._send(
+            self._reply(
                 wire.result_ok(
                     msg.id,
                     {
@@ -581,7 +594,8 @@ class Session:
                             {"key": r.key, "version": r.version, "rev": r.rev} for r in results
                         ]
                     },
-                )
+                ),
+                max((r.rev for r in results), default=0) if msg.durable else 0,
             )
             return
         if msg.key is None:
@@ -589,14 +603,18 @@ class Session:
         if msg.value is msgspec.UNSET:
             raise HubError(ErrorCode.BAD_REQUEST, "missing 'value'")
         r = writer.set(msg.key, msg.value, msg.expect_version)
-        self._send(
+        self._reply(
             b'{"op":"result","id":%b,"ok":true,"result":{"version":%d,"rev":%d}}'
-            % (wire.encode(msg.id), r.version, r.rev)
+            % (wire.encode(msg.id), r.version, r.rev),
+            r.rev if msg.durable else 0,
         )
 
     def _on_delete(self, msg: m.Delete) -> None:
         r = self.writer.delete(msg.key, msg.expect_version)
-        self._send(wire.result_ok(msg.id, {"version": r.version, "rev": r.rev}))
+        self._reply(
+            wire.result_ok(msg.id, {"version": r.version, "rev": r.rev}),
+            r.rev if msg.durable else 0,
+        )
 
     def _on_sync(self, msg: m.Sync) -> None:
         deleted = self.writer.sync()
