@@ -176,3 +176,30 @@ def test_stale_and_sync_by_prefix(h: StoreHarness) -> None:
     deleted = h.w(A, 2).sync("app.a.buttons")
     assert [r.key for r in deleted] == ["app.a.buttons.2"]
     assert h.store.get("app.a.vars.x") is not None
+
+
+def test_oldest_resumable_says_when_a_restart_flip_forces_a_full_snapshot() -> None:
+    """``welcome.limits.oldest_rev`` must not promise an incremental resume that the
+    store then refuses: after a restart that flipped restored keys to stale without
+    revisions, resuming from before the restart gives a full snapshot."""
+    from companion_hub.core.store import Entry
+
+    def restored(stale_namespaces: set[str]) -> StoreHarness:
+        h = StoreHarness()
+        h.store.restore(
+            rev=10,
+            namespaces=[("app.a", "a")],
+            entries=[Entry("app.a.x", b"1", 3, 10, "app.a", False, 5)],
+            tombstones={},
+            history=["app.a.x"] * 10,
+            stale_namespaces=stale_namespaces,
+        )
+        return h
+
+    clean = restored(set())
+    assert clean.store.oldest_resumable == 0
+    assert clean.store.changed_since(0) is not None
+    flipped = restored({"app.a"})
+    assert flipped.store.oldest_resumable == 10
+    assert flipped.store.changed_since(9) is None
+    assert flipped.store.changed_since(10) is not None

@@ -299,8 +299,10 @@ class Store:
 
     @property
     def oldest_resumable(self) -> int:
-        """The smallest ``since`` for which :meth:`changed_since` still knows every change."""
-        return self._hist_base - 1
+        """The smallest ``since`` for which :meth:`changed_since` still knows every change
+        (``welcome.limits.oldest_rev``). After a crash the revisions lost in it are the
+        one exception above it: resuming from inside them gives a full snapshot."""
+        return max(self._hist_base - 1, self._resume_floor)
 
     def changed_since(self, since: int) -> Iterator[str] | None:
         """Keys changed after revision ``since`` (with repeats), or None if out of window."""

@@ -139,7 +139,8 @@ class FrameErrorKind(StrEnum):
     """Why a frame was unusable as a whole."""
 
     INVALID_UTF8 = "invalid_utf8"
-    """Not UTF-8 text: RFC 6455 section 8.1 says to fail the connection (close 1007)."""
+    """Not UTF-8 text. RFC 6455 section 8.1 would fail the connection (close 1007);
+    the hub answers ``BAD_REQUEST`` and keeps it, like any malformed message."""
     INVALID_JSON = "invalid_json"
     """Not JSON (or, defensively, JSON nested too deep for the decoder's stack)."""
     NOT_MESSAGES = "not_messages"
