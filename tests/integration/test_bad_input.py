@@ -136,7 +136,7 @@ async def test_no_hello_within_timeout(hub: HubServer, monkeypatch: pytest.Monke
 async def test_client_that_does_not_read_its_replies_is_paused(
     hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from companion_hub.server import session as session_mod
+    from companion_hub.protocol import session as session_mod
 
     monkeypatch.setattr(session_mod, "CONTROL_BACKLOG_BYTES", 32 * 1024)
     raw = await RawClient.connect("127.0.0.1", hub.port, limit=2**12)
@@ -197,7 +197,7 @@ async def test_pings_before_hello_are_answered_not_fatal(hub: HubServer) -> None
 async def test_subscribe_churn_from_a_client_that_does_not_read_is_bounded(
     hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from companion_hub.server import session as session_mod
+    from companion_hub.protocol import session as session_mod
 
     monkeypatch.setattr(session_mod, "BARRIER_BACKLOG", 16)
     w = await Client.connect(hub.url, "w")

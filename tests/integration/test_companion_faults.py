@@ -21,8 +21,8 @@ from aiohttp import web
 
 from companion_hub.adapters.companion.adapter import CompanionConfig
 from companion_hub.adapters.companion.codec import parse_line
+from companion_hub.adapters.companion.events import ButtonRendered
 from companion_hub.adapters.companion.link import LinkTiming
-from companion_hub.adapters.companion.satellite import ButtonRendered
 from companion_hub.core.limits import Limits
 from companion_hub.server.app import HubServer
 from companion_hub.server.hub import HubConfig

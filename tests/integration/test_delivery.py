@@ -218,7 +218,7 @@ async def test_paused_reader_is_bounded_and_does_not_slow_others(hub_factory) ->
     # at most one pending delta per key, and at most one window (+1 frame) in flight
     assert max_queue <= keys + 5, max_queue
     assert max_inflight <= config.delivery_window_bytes + config.frame_target_bytes + 4096
-    transport = session.ws._req.transport  # type: ignore[union-attr]
+    transport = session.connection.ws._req.transport  # type: ignore[attr-defined]
     assert (
         transport.get_write_buffer_size()
         <= config.delivery_window_bytes + config.frame_target_bytes

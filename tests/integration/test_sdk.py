@@ -55,14 +55,22 @@ async def next_change(it: Any, timeout: float = 3.0) -> Change:
 def hold_reconnect(c: HubClient) -> asyncio.Event:
     """Make ``c``'s next connection attempts wait until the returned event is set."""
     gate = asyncio.Event()
-    orig = c._open
+    driver = c._driver  # the asyncio driver: sockets, time, reconnection
+    orig = driver._open
 
     async def gated() -> Any:
         await gate.wait()
         return await orig()
 
-    c._open = gated  # type: ignore[method-assign]
+    driver._open = gated  # type: ignore[method-assign]
     return gate
+
+
+async def drop(srv: HubServer, name: str, code: int = 1000, reason: bytes = b"") -> None:
+    """The hub closes client ``name``'s connection (the client then reconnects)."""
+    session: Any = srv.hub.sessions[name]
+    connection = getattr(session, "connection", session)  # the session's WebSocket driver
+    await connection.ws.close(code=code, message=reason)
 
 
 def hub_view(srv: HubServer, prefix: str) -> dict[str, tuple[Any, int, bool]]:
@@ -259,7 +267,7 @@ async def test_reconnect_resumes_incrementally_on_the_same_hub(srv: HubServer) -
             assert modes == ["full"]
             # the hub drops b; while b is away a writes, deletes and creates
             gate = hold_reconnect(b)
-            await srv.hub.sessions["panel"].ws.close()
+            await drop(srv, "panel")
             await until(lambda: not b.connected)
             await a.set("app.tally.a", 10)
             await a.delete("app.tally.b")
@@ -331,7 +339,7 @@ async def test_subscriptions_survive_and_reconnect_uses_backoff(srv: HubServer) 
     async with client(srv, "panel") as b:
         await b.subscribe("hub.info")
         for i in range(3):
-            await srv.hub.sessions["panel"].ws.close()
+            await drop(srv, "panel")
             await until(lambda n=i + 1: b.reconnects == n and b.connected)
         assert len(b.subscriptions) == 1 and b.mirror.get("hub.info") is not None
         assert await b.get("hub.info") is not None
@@ -362,8 +370,7 @@ async def test_on_disconnect_runs_for_every_lost_connection(srv: HubServer) -> N
     reasons: list[str] = []
     async with client(srv, "tally") as c:
         c.on_disconnect(lambda hub, reason: reasons.append(reason))
-        session = srv.hub.sessions["tally"]
-        await session.close(1001, b"going away")  # the hub drops it; the client returns
+        await drop(srv, "tally", 1001, b"going away")  # the hub drops it; the client returns
         await until(lambda: bool(reasons))
         await until(lambda: c.connected)
         assert "1001" in reasons[0] and not c.replaced
@@ -447,7 +454,7 @@ async def test_owner_dropping_mid_command_gives_unavailable(srv: HubServer) -> N
 
         task = asyncio.create_task(caller.command("app.mixer", "hang", timeout_ms=5000))
         await asyncio.wait_for(started.wait(), 3)
-        await srv.hub.sessions["mixer"].ws.close()
+        await drop(srv, "mixer")
         with pytest.raises(Unavailable, match="may have been executed"):
             await task
 
@@ -467,7 +474,7 @@ async def test_close_cancels_every_task(srv: HubServer) -> None:
         t = asyncio.create_task(caller.command("app.mixer", "hang"))
         w = c.watch("hub.**")
         await next_change(w)
-        await until(lambda: any(x.get_name().startswith("hub-client-cmd") for x in c._tasks))
+        await until(lambda: any(x.get_name().startswith("hub-client-cmd") for x in c._driver.tasks))
         await c.close()
         with pytest.raises(Unavailable):
             await t
@@ -511,8 +518,37 @@ async def test_on_connect_rewrites_keys_after_a_reconnect(srv: HubServer) -> Non
         ch = await next_change(w)
         assert ch.value is True and not ch.stale and runs == 1
         gate = hold_reconnect(a)
-        await srv.hub.sessions["tally"].ws.close()
+        await drop(srv, "tally")
         assert (await next_change(w)).stale  # the owner went away...
         gate.set()
         ch = await next_change(w)  # ...and came back: fresh again, same version
         assert not ch.stale and ch.version == 1 and runs == 2
+
+
+# --- protocol revision 2 --------------------------------------------------------------
+
+
+async def test_revision_2_durable_owner_stale_since_limits(srv: HubServer) -> None:
+    async with client(srv, "tally") as a, client(srv, "panel") as b:
+        assert b.limits.oldest_rev is not None and b.limits.frame_bytes
+        async with b.watch("app.tally.**") as w:
+            r = await a.set("app.tally.x", 1, durable=True)  # the log is in memory: at once
+            ch = await next_change(w)
+            # first seen in a delta: the delta says who owns it
+            assert (ch.key, ch.version, ch.owner, ch.stale_since) == (
+                "app.tally.x",
+                1,
+                "app.tally",
+                None,
+            )
+            assert (await a.set_many({"app.tally.y": 2}, durable=True))[0].version == 1
+            assert (await next_change(w)).key == "app.tally.y"
+            d = await a.delete("app.tally.y", durable=True)
+            ch = await next_change(w)
+            assert ch.deleted and ch.version == d.version and ch.owner == "app.tally"
+            await a.close()
+            ch = await next_change(w)
+            assert ch.key == "app.tally.x" and ch.stale and ch.version == r.version
+            assert ch.stale_since is not None and ch.stale_since >= (ch.ts or 0)
+            e = b.mirror.get("app.tally.x")
+            assert e is not None and e.stale_since == ch.stale_since and e.owner == "app.tally"

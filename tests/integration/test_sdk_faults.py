@@ -4,6 +4,7 @@ on demand — a dead hub, a connection lost with a request in flight, a refused 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -255,3 +256,133 @@ async def test_batches_and_resume_in_hello(fake: Callable[[Script], FakeHub]) ->
         subs = [m for m in hub.received if m["op"] == "subscribe"]
         assert "since" not in subs[0] and subs[1]["since"] == 9
         assert subs[0]["sub"] == subs[1]["sub"] and subs[1]["patterns"] == ["app.x.**"]
+
+
+# --- protocol revision 2 ----------------------------------------------------------------
+
+
+async def answer_the_rest(ws: web.WebSocketResponse, hub: FakeHub) -> None:
+    """Answer every further request with an empty ``ok`` result, until the client leaves."""
+    with contextlib.suppress(ConnectionError):
+        while True:
+            req = await hub.read(ws)
+            await ws.send_str(
+                json.dumps({"op": "result", "id": req["id"], "ok": True, "result": {}})
+            )
+
+
+async def test_durable_writes_on_the_wire(fake: Callable[[Script], FakeHub]) -> None:
+    """``durable=True`` sends ``"durable": true``; without it nothing is added."""
+
+    async def answer(ws: web.WebSocketResponse, hello: dict[str, Any], hub: FakeHub) -> None:
+        await ws.send_str(welcome(hello))
+        while True:
+            req = await hub.read(ws)
+            if req["op"] == "set" and "entries" in req:
+                results = [{"key": e["key"], "version": 1, "rev": 5} for e in req["entries"]]
+                result: dict[str, Any] = {"results": results}
+            else:
+                result = {"version": 1, "rev": 5}
+            await ws.send_str(
+                json.dumps({"op": "result", "id": req["id"], "ok": True, "result": result})
+            )
+
+    async with fake(answer) as hub, HubClient(hub.url, "tally") as c:
+        await c.set("app.tally.x", 1, durable=True)
+        await c.set("app.tally.x", 2)
+        await c.delete("app.tally.x", durable=True)
+        await c.set_many({"app.tally.a": 1}, durable=True)
+        await c.delete("app.tally.a")
+    assert [m.get("durable") for m in hub.received] == [True, None, True, True, None]
+    assert hub.received[3]["entries"] == [{"key": "app.tally.a", "value": 1}]
+
+
+async def test_limits_and_revision_2_fields_of_entries(fake: Callable[[Script], FakeHub]) -> None:
+    async def script(ws: web.WebSocketResponse, hello: dict[str, Any], hub: FakeHub) -> None:
+        w = json.loads(welcome(hello))
+        w["limits"] = {"frame_bytes": 1048576, "oldest_rev": 40}
+        await ws.send_str(json.dumps(w))
+        sub = await hub.read(ws)
+        entry = {"key": "app.x.a", "value": 1, "version": 1, "rev": 50, "owner": "app.x"}
+        snapshot = {"op": "snapshot", "id": sub["id"], "sub": sub["sub"], "rev": 50}
+        await ws.send_str(
+            json.dumps({**snapshot, "mode": "full", "entries": [entry], "removed": []})
+        )
+        sync = await hub.read(ws)  # then the changes, and the reply to the client's sync
+        gone = {"op": "delta", "key": "app.y.b", "deleted": True, "version": 2, "rev": 53}
+        await ws.send_str(
+            json.dumps(
+                [
+                    {"op": "delta", **entry, "rev": 51, "stale": True, "stale_since": 1234},
+                    {"op": "delta", **entry, "key": "app.y.b", "rev": 52, "owner": "app.y"},
+                    {**gone, "owner": "app.y"},
+                    {"op": "result", "id": sync["id"], "ok": True, "result": {"deleted": 0}},
+                ]
+            )
+        )
+        await answer_the_rest(ws, hub)
+
+    async with fake(script) as hub, HubClient(hub.url, "tally") as c:
+        assert c.limits.oldest_rev == 40 and c.limits.frame_bytes == 1048576
+        assert c.welcome is not None and c.welcome.hub == "fake-hub"
+        async with c.watch("app.**") as w:
+            first = await asyncio.wait_for(anext(w), 3)
+            assert first.owner == "app.x" and not first.stale and first.stale_since is None
+            await c.sync()
+            changes = {ch.key: ch for ch in [await asyncio.wait_for(anext(w), 3) for _ in range(2)]}
+    stale = changes["app.x.a"]
+    assert stale.stale and stale.stale_since == 1234 and stale.owner == "app.x"
+    gone = changes["app.y.b"]  # coalesced: created then deleted, the deletion is what counts
+    assert gone.deleted and gone.owner == "app.y" and gone.version == 2
+
+
+async def test_a_hub_without_revision_2_fields(fake: Callable[[Script], FakeHub]) -> None:
+    async def script(ws: web.WebSocketResponse, hello: dict[str, Any], hub: FakeHub) -> None:
+        w = json.loads(welcome(hello))
+        del w["limits"]
+        await ws.send_str(json.dumps(w))
+        await hub.stop.wait()
+
+    async with fake(script) as hub, HubClient(hub.url, "tally") as c:
+        assert c.limits.oldest_rev is None and c.limits.raw == {}
+
+
+async def test_resume_with_versioned_removals(fake: Callable[[Script], FakeHub]) -> None:
+    """The incremental snapshot's ``removed`` as ``[{"key", "version", "rev"}]``: the
+    removed key leaves the mirror; the watch sees the deletion's own version and rev."""
+
+    async def script(ws: web.WebSocketResponse, hello: dict[str, Any], hub: FakeHub) -> None:
+        await ws.send_str(welcome(hello))
+        sub = await hub.read(ws)
+        head = {"op": "snapshot", "id": sub["id"], "sub": sub["sub"], "done": True}
+        if len(hub.hellos) == 1:
+            e = {"key": "app.x.a", "value": 1, "version": 1, "rev": 5, "owner": "app.x"}
+            await ws.send_str(
+                json.dumps({**head, "rev": 5, "mode": "full", "entries": [e], "removed": []})
+            )
+            await hub.read(ws)  # the client's next request: drop
+        else:
+            removed = [{"key": "app.x.a", "version": 2, "rev": 7}]
+            await ws.send_str(
+                json.dumps(
+                    {**head, "rev": 9, "mode": "incremental", "entries": [], "removed": removed}
+                )
+            )
+            await answer_the_rest(ws, hub)
+
+    async with fake(script) as hub, HubClient(hub.url, "tally", backoff_base=0.01) as c:
+        async with c.watch("app.x.**") as w:
+            assert (await asyncio.wait_for(anext(w), 3)).version == 1
+            with pytest.raises(Unavailable):
+                await c.get("hub.info")
+            ch = await asyncio.wait_for(anext(w), 3)
+        assert (ch.key, ch.deleted, ch.version, ch.rev, ch.owner) == (
+            "app.x.a",
+            True,
+            2,
+            7,
+            "app.x",
+        )
+        assert c.mirror.get("app.x.a") is None and c.rev == 9
+        subs = [m for m in hub.received if m["op"] == "subscribe"]
+        assert subs[1]["since"] == 5

@@ -487,7 +487,7 @@ async def test_device_exists_elsewhere(
     await asyncio.sleep(0.1)  # the id is freed when the old connection closes
     await b.send("ADD-DEVICE DEVICEID=dup PRODUCT_NAME=p\n")
     assert await b.line() == 'ADD-DEVICE OK DEVICEID="dup" \n'
-    assert sim.devices()[0].conn.kind == "ws"
+    assert sim.devices()[0].session.kind == "ws"
 
 
 async def test_after_add_device_brightness_then_full_page(connect: Callable[..., Any]) -> None:

@@ -30,7 +30,7 @@ from companion_hub.adapters.companion.codec import (
     parse_int,
     parse_location,
 )
-from companion_hub.adapters.companion.satellite import (
+from companion_hub.adapters.companion.events import (
     PROBLEM_KINDS,
     Began,
     Brightness,
@@ -43,9 +43,11 @@ from companion_hub.adapters.companion.satellite import (
     ProtocolError,
     Registering,
     Reply,
+    Synced,
+)
+from companion_hub.adapters.companion.satellite import (
     SatelliteOptions,
     SatelliteProtocol,
-    Synced,
     Transferable,
 )
 from tests.fuzzing import fuzz_settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from companion_hub.adapters.companion.codec import b64_text, parse_line
-from companion_hub.adapters.companion.satellite import (
+from companion_hub.adapters.companion.events import (
     Began,
     ButtonRendered,
     Capabilities,
@@ -12,9 +12,11 @@ from companion_hub.adapters.companion.satellite import (
     ProtocolError,
     Registering,
     Reply,
+    Synced,
+)
+from companion_hub.adapters.companion.satellite import (
     SatelliteOptions,
     SatelliteProtocol,
-    Synced,
     Transferable,
 )
 

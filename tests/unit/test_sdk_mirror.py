@@ -11,11 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from companion_hub.client import errors
-from companion_hub.client.hub_client import _items
-from companion_hub.client.mirror import Change, Mirror
-from companion_hub.client.patterns import covers, is_key, match, parse
+from companion_hub.client.mirror import Change, Mirror, covers
+from companion_hub.client.protocol import is_key, parse_patterns
+from companion_hub.client.wire import decode_frame
+from companion_hub.core.keys import match, parse_pattern
 
-ALL = parse("app.**")
+
+def parse(text: str) -> tuple[str, ...]:
+    """A pattern through the SDK's parser (the hub's grammar, the SDK's error type)."""
+    (pattern,) = parse_patterns([text])
+    return pattern
 
 
 def ent(key: str, value: Any, version: int, rev: int, stale: bool = False) -> dict[str, Any]:
@@ -93,10 +98,23 @@ def test_match_and_covers() -> None:
         parse("a.b*")
 
 
+def test_the_sdk_parses_with_the_hubs_grammar() -> None:
+    for text in ["a", "a.*", "a.**", "*.b.*", "**", "A-b_9.x"]:
+        assert parse(text) == parse_pattern(text)
+    for bad in ["", "a..b", "a.**.b", "a.b*", "a b", "x." * 3]:
+        with pytest.raises(errors.BadRequest):  # also a ValueError, like before
+            parse(bad)
+        with pytest.raises(ValueError):
+            parse(bad)
+
+
 def test_frames_are_objects_or_arrays() -> None:
-    assert _items('{"op":"progress","rev":3}') == [{"op": "progress", "rev": 3}]
-    assert _items(b'[{"op":"a"},{"op":"b"}]') == [{"op": "a"}, {"op": "b"}]
-    assert _items("not json") == []
+    assert decode_frame('{"op":"progress","rev":3}') == [{"op": "progress", "rev": 3}]
+    assert decode_frame(b'[{"op":"a"},{"op":"b"},3]') == [{"op": "a"}, {"op": "b"}]
+    with pytest.raises(errors.Internal):
+        decode_frame("not json")
+    with pytest.raises(errors.Internal):
+        decode_frame("3")
 
 
 def test_error_hierarchy_maps_every_code() -> None:

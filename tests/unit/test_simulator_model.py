@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from companion_hub.adapters.companion.codec import b64_decode_lenient, parse_version
 from companion_hub.simulator import UNDEFINED, CompanionSimulator, demo_scenario, load_scenario
 from companion_hub.simulator.model import (
     Look,
@@ -19,7 +20,7 @@ from companion_hub.simulator.model import (
     template_refs,
     value_text,
 )
-from companion_hub.simulator.satellite import b64_decode_lenient, version_tuple
+from companion_hub.simulator.satellite.requests import rotation_delta
 from companion_hub.simulator.scenario import ScenarioError
 
 
@@ -77,8 +78,7 @@ def test_style_args_order_and_empty_look() -> None:
 
 
 def test_rotation_semantics_per_version() -> None:
-    new = CompanionSimulator(api_version="1.14.0")
-    old = CompanionSimulator(api_version="1.13.0")
+    new, old = (1, 14, 0), (1, 13, 0)
     cases = {
         "1": (1, 1),
         "0": (-1, -1),
@@ -89,12 +89,14 @@ def test_rotation_semantics_per_version() -> None:
         "false": (1, 1),
     }
     for direction, (expect_new, expect_old) in cases.items():
-        assert new.rotation_amount(direction) == expect_new, direction
-        assert old.rotation_amount(direction) == expect_old, direction
+        assert rotation_delta(direction, new) == expect_new, direction
+        assert rotation_delta(direction, old) == expect_old, direction
 
 
 def test_helpers() -> None:
-    assert version_tuple("1.14.0") == (1, 14, 0) and version_tuple("5.0.3+9012-stable") == (5, 0, 3)
+    assert parse_version("1.14.0") == (1, 14, 0) and parse_version("5.0.3+9012-stable") == (5, 0, 3)
+    assert parse_version("1.10") == (1, 10, 0) and parse_version("") == (0, 0, 0)
+    assert parse_version("1.x.3") == (1, 0, 0) and parse_version("9" * 5000) == (0, 0, 0)
     assert b64_decode_lenient("aGk") == "hi" and b64_decode_lenient("a G k = !") == "hi"
 
 

@@ -9,14 +9,24 @@
         async for change in hub.watch("companion.buttons.**"):
             print(change.key, change.value)
 
-:class:`SyncHubClient` is the blocking twin for scripts. See ``docs/sdk.md``.
+:class:`SyncHubClient` is the blocking twin for scripts; :func:`connect_raw` gives a
+:class:`RawConnection` that sends and receives raw protocol messages (for tests,
+benchmarks and tools). See ``docs/sdk.md``.
+
+Modules: ``protocol`` (the sans-I/O protocol state machine), ``connection`` (its
+asyncio driver), ``mirror`` (the local copy of subscribed entries), ``streams``
+(subscriptions, watches, event streams), ``handlers`` (inbound commands),
+``messages`` (typed values of the hub's data), ``wire`` (frames), ``errors``,
+``hub_client`` (the facade), ``sync`` and ``raw``.
 """
 
 from __future__ import annotations
 
+from .connection import ClientState
 from .errors import (
     BadRequest,
     Conflict,
+    ConnectionClosed,
     ErrorCode,
     Failed,
     Forbidden,
@@ -31,25 +41,25 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
-from .hub_client import (
-    CommandHandler,
-    ConnectHook,
-    Event,
-    EventStream,
-    HubClient,
-    Subscription,
-    Watch,
-    WriteResult,
-)
-from .mirror import Change, Entry, Mirror
+from .handlers import CommandHandler
+from .hub_client import ConnectHook, DisconnectHook, HubClient
+from .messages import Change, Entry, Event, HubLimits, Removal, Welcome, WriteResult
+from .mirror import Mirror
+from .protocol import ClientProtocol
+from .raw import RawConnection, connect_raw
+from .streams import EventStream, Subscription, Watch
 from .sync import SyncHubClient, SyncSubscription
 
 __all__ = [
     "BadRequest",
     "Change",
+    "ClientProtocol",
+    "ClientState",
     "CommandHandler",
     "Conflict",
     "ConnectHook",
+    "ConnectionClosed",
+    "DisconnectHook",
     "Entry",
     "ErrorCode",
     "Event",
@@ -58,12 +68,15 @@ __all__ = [
     "Forbidden",
     "HubClient",
     "HubError",
+    "HubLimits",
     "Internal",
     "LimitExceeded",
     "Mirror",
     "NotFound",
     "NotOwner",
     "RateLimited",
+    "RawConnection",
+    "Removal",
     "Subscription",
     "SyncHubClient",
     "SyncSubscription",
@@ -72,5 +85,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Watch",
+    "Welcome",
     "WriteResult",
+    "connect_raw",
 ]

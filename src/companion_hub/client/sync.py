@@ -22,8 +22,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .errors import Unavailable
-from .hub_client import CommandHandler, Event, HubClient, Subscription, Watch, WriteResult
-from .mirror import Change, Entry
+from .handlers import CommandHandler
+from .hub_client import HubClient
+from .messages import Change, Entry, Event, HubLimits, WriteResult
+from .streams import EventStream, Subscription, Watch
 
 __all__ = ["SyncHubClient", "SyncSubscription"]
 
@@ -168,6 +170,10 @@ class SyncHubClient:
     def namespaces(self) -> list[str]:
         return list(self._client.namespaces) if self._client is not None else []
 
+    @property
+    def limits(self) -> HubLimits:
+        return self._client.limits if self._client is not None else HubLimits()
+
     # --- the API --------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
@@ -176,16 +182,24 @@ class SyncHubClient:
     def get_many(self, *patterns: str) -> dict[str, Entry]:
         return self._call(self._c().get_many(*patterns))
 
-    def set(self, key: str, value: Any, expect_version: int | None = None) -> WriteResult:
-        return self._call(self._c().set(key, value, expect_version))
+    def set(
+        self, key: str, value: Any, expect_version: int | None = None, *, durable: bool = False
+    ) -> WriteResult:
+        return self._call(self._c().set(key, value, expect_version, durable=durable))
 
     def set_many(
-        self, values: Mapping[str, Any], expect_versions: Mapping[str, int] | None = None
+        self,
+        values: Mapping[str, Any],
+        expect_versions: Mapping[str, int] | None = None,
+        *,
+        durable: bool = False,
     ) -> list[WriteResult]:
-        return self._call(self._c().set_many(values, expect_versions))
+        return self._call(self._c().set_many(values, expect_versions, durable=durable))
 
-    def delete(self, key: str, expect_version: int | None = None) -> WriteResult:
-        return self._call(self._c().delete(key, expect_version))
+    def delete(
+        self, key: str, expect_version: int | None = None, *, durable: bool = False
+    ) -> WriteResult:
+        return self._call(self._c().delete(key, expect_version, durable=durable))
 
     def sync(self) -> int:
         return self._call(self._c().sync())
@@ -265,7 +279,7 @@ class SyncHubClient:
         """Blocking iterator of events (of subscriptions made with ``events=True``)."""
         client = self._c()
 
-        async def start() -> Any:
+        async def start() -> EventStream:
             return client.events()
 
         stream = self._call(start())

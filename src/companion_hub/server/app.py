@@ -22,7 +22,7 @@ from .listener import (
     raise_fd_limit,
     throttle_accept_errors,
 )
-from .session import Session
+from .session import serve_connection
 
 log = logging.getLogger("companion_hub.server")
 
@@ -69,7 +69,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     peer = request.transport.get_extra_info("peername") if request.transport else None
     address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-    await Session(hub, ws, address).run()
+    await serve_connection(hub, ws, address)
     return ws
 
 

@@ -38,7 +38,7 @@ from ..protocol import encode as wire
 from ..supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ..protocol.session import HubSession
 
 log = logging.getLogger("companion_hub.hub")
 
@@ -109,7 +109,7 @@ class Hub:
             encode=wire.encode_value,
             decode=wire.decode_value,
         )
-        self.sessions: dict[str, Session] = {}  # client name -> live session
+        self.sessions: dict[str, HubSession] = {}  # client name -> live session
         self._tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor("hub")
         self._client_expiry: dict[str, asyncio.TimerHandle] = {}
@@ -226,6 +226,13 @@ class Hub:
                 duration_ms=float(now_ms() - cmd.started_ms),
             )
 
+    def record_session(
+        self, event: str, client: str, *, address: str, session: str, reason: str = ""
+    ) -> None:
+        """A session event for the log: connect, disconnect, takeover."""
+        if self.recorder is not None:
+            self.recorder.session(event, client, address=address, session=session, reason=reason)
+
     def register_namespace(self, name: str, owner: str) -> None:
         """Create (or confirm) a namespace and record it in the log."""
         known = self.store.namespace(name)
@@ -314,7 +321,7 @@ class Hub:
     def namespaces_for(self, client: str) -> list[str]:
         return [f"app.{client}", *self.config.grants.get(client, [])]
 
-    def client_connected(self, session: Session) -> None:
+    def client_connected(self, session: HubSession) -> None:
         timer = self._client_expiry.pop(session.client, None)
         if timer is not None:
             timer.cancel()
@@ -328,7 +335,7 @@ class Hub:
             },
         )
 
-    def client_disconnected(self, session: Session) -> None:
+    def client_disconnected(self, session: HubSession) -> None:
         self.set_hub_key(
             f"hub.clients.{session.client}",
             {
@@ -369,9 +376,6 @@ class Hub:
         lim = self.limits.to_wire()
         lim["oldest_rev"] = self.store.oldest_resumable
         return lim
-
-    def all_sessions(self) -> Collection[Session]:
-        return list(self.sessions.values())
 
     # --- commands -------------------------------------------------------------------
 
@@ -475,20 +479,18 @@ class Hub:
             rev = self.store.rev
             now = now_ms()
             for s in list(self.sessions.values()):
-                s.maybe_progress(rev, now, hb)
+                s.tick(rev, now)
 
     async def shutdown(self) -> None:
         """Close every session and cancel every background task."""
         sessions = list(self.sessions.values())
-        if sessions:
-            await asyncio.gather(
-                *(s.close(1001, b"hub shutting down") for s in sessions), return_exceptions=True
-            )
-            # let each session finish its cleanup (its keys turn stale) while the log is
-            # still open: the final snapshot then needs no stale flips at the next start
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(3.0):
-                    await asyncio.gather(*(s.finished.wait() for s in sessions))
+        for s in sessions:
+            s.request_close(1001, "hub shutting down")
+        # let each connection finish its cleanup (its keys turn stale) while the log is
+        # still open: the final snapshot then needs no stale flips at the next start
+        deadline = time.monotonic() + 3.0
+        while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         await self.supervisor.stop()
         for timer in self._client_expiry.values():
             timer.cancel()

@@ -5,9 +5,10 @@ buttons with live variable references, custom/module/internal variables and
 connections, plus fault injection for client tests.
 """
 
-from .core import CompanionSimulator, PressRecord
+from .core import CompanionSimulator
 from .model import UNDEFINED, Button, Connection, Look, RenderStyle
 from .scenario import Scenario, ScenarioError, SurfaceSettings, demo_scenario, load_scenario
+from .state import PressRecord
 
 __all__ = [
     "UNDEFINED",

@@ -1,4 +1,4 @@
-"""The HTTP remote-control API (reference section 2.1), as an aiohttp application.
+"""Companion's HTTP remote-control API (the ``/api`` routes), as an aiohttp application.
 
 Status codes, bodies and content types follow Companion's ``HttpApi.ts`` (Express):
 text replies are ``text/html; charset=utf-8``, unknown ``/api`` routes are ``404``
@@ -62,12 +62,14 @@ def _value_response(value: Any) -> web.Response:
     return _text(value_text(value) or "")
 
 
-def _location(request: web.Request, match: re.Match[str]) -> tuple[int, int, int] | None:
+def _location(match: re.Match[str]) -> tuple[int, int, int] | None:
+    """The location of a ``/api/location/<p>/<r>/<c>/...`` route; None if a part is not
+    an integer (Companion's ``Number()`` gives NaN, which finds no control)."""
     parts = []
     for raw in match.group(1, 2, 3):
         n = js_number(raw) if raw.strip() else None
         if n is None or not n.is_integer():
-            return None  # NaN finds no control
+            return None
         parts.append(int(n))
     return parts[0], parts[1], parts[2]
 
@@ -93,7 +95,6 @@ def build_http_app(sim: CompanionSimulator) -> web.Application:
         resp.headers["X-App"] = "Bitfocus Companion"
         if is_api:
             resp.headers["Access-Control-Allow-Origin"] = "*"
-        if is_api:
             log.debug(
                 "http request",
                 extra={"method": request.method, "path": request.path, "status": resp.status},
@@ -135,7 +136,7 @@ def build_http_app(sim: CompanionSimulator) -> web.Application:
         action = m.group(4)
         if action not in ("press", "down", "up", "rotate-left", "rotate-right", "step", "style"):
             return _text("", 404)
-        loc = _location(request, m)
+        loc = _location(m)
         if loc is None or not sim.has_control(loc):
             return _empty(204)
         if action == "press":

@@ -1,9 +1,9 @@
-"""The simulated Companion's state: buttons, variables, connections, render styles.
+"""The simulated Companion's values: variables, colours, templates, buttons, styles.
 
-No I/O here. The simulator (:mod:`.core`) owns one instance of each and turns
-changes into Satellite messages; this module only knows how a button looks and
-how a style turns a look into ``KEY-STATE`` / ``SUB-STATE`` arguments
-(reference 1.6.1, ``SatelliteRenderUtil.ts``).
+No I/O here. The live state (:mod:`.state`) is made of these, and the Satellite
+sessions turn changes into messages; this module knows how a value is written, how a
+button looks, and how a style turns a look into ``KEY-STATE`` / ``SUB-STATE``
+arguments (in the order Companion's ``SatelliteRenderUtil.ts`` writes them).
 """
 
 from __future__ import annotations
@@ -236,9 +236,6 @@ class Look:
     color: int | None = None
     text: str = ""
     font_size: int | str = "auto"
-
-
-EMPTY_LOOK: Final = Look()
 
 
 # --- render styles -------------------------------------------------------------------

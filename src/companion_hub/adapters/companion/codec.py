@@ -1,16 +1,19 @@
-"""The Satellite protocol's line format (reference section 1.2), without I/O.
+"""The Satellite protocol's line format, without I/O.
 
 Used by both sides: the adapter (a Satellite client) and the simulator (a fake
-Companion). Companion writes ``CMD [OK|ERROR] [DEVICEID="id"] KEY=value ... \\n`` with
-strings in double quotes and *no escaping*, booleans as 1/0 and bare numbers, and
-every line ends with a space before the newline. It parses with backslash escapes,
-toggling quotes, and splits each token at its first ``=``.
+Companion, the server side). Companion writes
+``CMD [OK|ERROR] [DEVICEID="id"] KEY=value ... \\n`` with strings in double quotes
+and *no escaping*, booleans as 1/0 and bare numbers, and every line ends with a space
+before the newline. It parses with backslash escapes, toggling quotes, and splits each
+token at its first ``=``.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import codecs
+import json
 import re
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -105,12 +108,11 @@ def format_line(
     return " ".join(parts)
 
 
-def safe_token(value: str) -> bool:
-    """Can ``value`` be written as a quoted string without breaking the framing?"""
-    return not any(c in value for c in '"\\\r\n')
-
-
-# --- value encodings (reference 1.2.4) -----------------------------------------------
+# --- value encodings -------------------------------------------------------------------
+#
+# Flags are read the way Companion reads them: ``is_falsey`` ("pressed unless falsey")
+# and ``is_truthy`` ("only if truthy") disagree on values such as ``no`` or ``0.5``.
+# Free text and JSON travel as base64 of UTF-8.
 
 
 def is_falsey(value: str | bool | None) -> bool:
@@ -152,15 +154,29 @@ def b64_decode_text(value: str | bool) -> str:
         raise Base64Error(f"invalid base64 text: {exc}") from None
 
 
-def b64_json(obj: Any) -> str:
-    import json
+def b64_decode_lenient(value: str) -> str:
+    """Decode base64 the way Companion (Node's ``Buffer.from(x, 'base64')``) does: never fails.
 
+    Characters outside the alphabet are skipped, padding is optional, a dangling
+    final character is dropped, invalid UTF-8 becomes U+FFFD. The server side's
+    reading; a client uses the strict :func:`b64_decode_text`.
+    """
+    chars = "".join(c for c in value if c.isalnum() or c in "+/-_")
+    chars = chars.replace("-", "+").replace("_", "/")
+    if len(chars) % 4 == 1:
+        chars = chars[:-1]
+    chars += "=" * (-len(chars) % 4)
+    try:
+        return base64.b64decode(chars).decode("utf-8", "replace")
+    except binascii.Error:  # pragma: no cover - the alphabet is already filtered
+        return ""
+
+
+def b64_json(obj: Any) -> str:
     return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode("ascii")
 
 
 def b64_decode_json(value: str | bool) -> Any:
-    import json
-
     text = b64_decode_text(value)
     try:
         return json.loads(text)
@@ -168,7 +184,7 @@ def b64_decode_json(value: str | bool) -> Any:
         raise Base64Error(f"invalid JSON in base64 field: {exc}") from None
 
 
-# --- numbers and locations ------------------------------------------------------------
+# --- numbers, locations and versions -----------------------------------------------------
 #
 # Everything below parses a field Companion (or anything else on the port) wrote, so it
 # must never raise and never let a hostile value through: ``int(float(x))`` raises
@@ -180,6 +196,7 @@ def b64_decode_json(value: str | bool) -> Any:
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]{1,18}(?:\.[0-9]{0,18})?")
 _LOCATION_TEXT = re.compile(r"([0-9]{1,9})/([0-9]{1,9})/([0-9]{1,9})")
+_VERSION_PART = re.compile(r"[0-9]{1,9}")
 _WORD = re.compile(r"[a-z]{1,16}")
 _NUMBER_WORDS = frozenset({"inf", "infinity", "nan"})
 
@@ -243,6 +260,24 @@ def parse_location(
     if page not in pages or not (0 <= row < rows and 0 <= column < columns):
         return None
     return page, row, column
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """A version such as ``ApiVersion`` as ``(major, minor, patch)``, for comparisons.
+
+    ``"1.14.0"`` → ``(1, 14, 0)``. A pre-release or build suffix (``-beta``,
+    ``+9012-stable``) is ignored; the numbers are read up to the first part that is not
+    a plain decimal of at most 9 digits, and missing parts count as 0, so any text gives
+    a small tuple (``"abc"`` → ``(0, 0, 0)``, ``"1.x"`` → ``(1, 0, 0)``).
+    """
+    core = text.split("+", 1)[0].split("-", 1)[0]
+    parts: list[int] = []
+    for part in core.split(".")[:3]:
+        if _VERSION_PART.fullmatch(part) is None:
+            break
+        parts.append(int(part))
+    parts.extend([0] * (3 - len(parts)))
+    return parts[0], parts[1], parts[2]
 
 
 # --- framing -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Companion's HTTP remote-control API (reference section 2): polling and commands.
+"""Companion's HTTP remote-control API (the ``/api`` routes): polling and commands.
 
 Every response body is treated as hostile: bodies are read with a byte cap (never
 whole), and the parsers (:func:`parse_value`, :func:`parse_connections`,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import Any
 import aiohttp
 import msgspec
 
-log = logging.getLogger("companion_hub.adapters.companion")
-
 DEFAULT_MAX_VALUE_BYTES = 256 * 1024
 # the connections list is one body for every connection (each a few hundred bytes)
 MAX_CONNECTIONS_BYTES = 4 * 1024 * 1024
@@ -28,6 +25,7 @@ MAX_CONNECTIONS_BYTES = 4 * 1024 * 1024
 MAX_REPLY_BYTES = 64 * 1024
 _QUOTE_CHARS = 300
 _UPTIME_CHARS = 64
+_POLL_CONCURRENCY = 16  # variable requests in flight at a time
 
 
 class HttpError(Exception):
@@ -289,12 +287,10 @@ class CompanionHttp:
         self,
         refs: list[VariableRef],
         on_values: Callable[[dict[VariableRef, str | None]], None] | None = None,
-        with_connections: bool = True,
-        concurrency: int = 16,
     ) -> PollResult:
         """One poll: uptime (which also tells whether the API is reachable at all),
-        every variable (``concurrency`` requests at a time, each batch handed to
-        ``on_values`` as soon as it is in), then the connections.
+        every variable (16 requests at a time, each batch handed to ``on_values`` as
+        soon as it is in), then the connections.
 
         Raises :class:`HttpError` only when the API as a whole fails (uptime or the
         connections list); a single variable that cannot be read is reported in
@@ -310,8 +306,8 @@ class CompanionHttp:
             uptime = None  # the API answered: it is reachable, the uptime is unusable
         if uptime is not None:
             result.uptime = parse_uptime(uptime)
-        for i in range(0, len(refs), concurrency):
-            chunk = refs[i : i + concurrency]
+        for i in range(0, len(refs), _POLL_CONCURRENCY):
+            chunk = refs[i : i + _POLL_CONCURRENCY]
             got = await asyncio.gather(*(self.get_value(r) for r in chunk), return_exceptions=True)
             batch: dict[VariableRef, str | None] = {}
             for ref, value in zip(chunk, got, strict=True):
@@ -326,8 +322,7 @@ class CompanionHttp:
             result.values.update(batch)
             if on_values is not None and batch:
                 on_values(batch)
-        if with_connections:
-            result.connections, result.skipped_connections = await self.connections()
+        result.connections, result.skipped_connections = await self.connections()
         return result
 
     # --- commands -------------------------------------------------------------------------

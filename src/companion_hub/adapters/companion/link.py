@@ -1,10 +1,11 @@
 """The asyncio driver around :class:`SatelliteProtocol`: socket, time, keep-alive,
 reply timeouts and reconnection with exponential back-off and jitter.
 
-Every connection gets a fresh protocol object (Companion's state is per connection,
-reference 1.7.5), so a reconnect re-registers and re-subscribes from scratch. Requests
-(presses, input values) are never re-sent after a reconnect: a request in flight when
-the link drops fails with :class:`LinkDown`, saying it may have been executed.
+Every connection gets a fresh protocol object (Companion forgets a connection's
+devices and subscriptions when it closes), so a reconnect re-registers and
+re-subscribes from scratch. Requests (presses, input values) are never re-sent after a
+reconnect: a request in flight when the link drops fails with :class:`LinkDown`,
+saying it may have been executed.
 """
 
 from __future__ import annotations
@@ -23,14 +24,9 @@ from typing import Protocol
 import aiohttp
 
 from ...supervisor import cancel_and_wait
-from .satellite import (
-    Event,
-    ProtocolError,
-    Reply,
-    SatelliteOptions,
-    SatelliteProtocol,
-    Synced,
-)
+from .events import Event, ProtocolError, Reply, Synced
+from .satellite import ProtocolState, SatelliteOptions, SatelliteProtocol
+from .status import LinkState
 
 log = logging.getLogger("companion_hub.adapters.companion")
 
@@ -119,7 +115,7 @@ class SatelliteLink:
         *,
         transport: str = "tcp",
         on_event: Callable[[Event], None],
-        on_state: Callable[[str, str, float | None], None],
+        on_state: Callable[[LinkState, str, float | None], None],
         timing: LinkTiming | None = None,
         hold: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -142,6 +138,7 @@ class SatelliteLink:
         self._ping_seq = itertools.count(1)
         self._last_rx = 0.0
         self._reset = asyncio.Event()
+        self._reset_reason = "reset"
         self._attempt = 0
         self._synced_at: float | None = None
         self._fatal_kind = ""
@@ -151,7 +148,10 @@ class SatelliteLink:
 
     @property
     def connected(self) -> bool:
-        return self.proto is not None and self.proto.state in ("registering", "synced")
+        return self.proto is not None and self.proto.state in (
+            ProtocolState.REGISTERING,
+            ProtocolState.SYNCED,
+        )
 
     async def request(
         self, command: str, key: str | None, build: Callable[[SatelliteProtocol], None]
@@ -228,7 +228,7 @@ class SatelliteLink:
                 delay = random.uniform(delay / 2, delay)  # jitter
                 if self._fatal_kind == "incompatible":
                     delay = max(delay, t.incompatible_retry)
-                self.on_state("disconnected", reason, time.time() + delay)
+                self.on_state(LinkState.DISCONNECTED, reason, time.time() + delay)
                 await asyncio.sleep(delay)
         finally:
             self.synced = False
@@ -254,7 +254,9 @@ class SatelliteLink:
         return _TcpTransport(reader, writer)
 
     async def _one_connection(self) -> str:
-        self.on_state("connecting", f"{self.transport_kind}://{self.host}:{self.port}", None)
+        self.on_state(
+            LinkState.CONNECTING, f"{self.transport_kind}://{self.host}:{self.port}", None
+        )
         try:
             transport = await asyncio.wait_for(self._open(), self.timing.connect_timeout)
         except (OSError, TimeoutError, aiohttp.ClientError) as exc:
@@ -351,8 +353,6 @@ class SatelliteLink:
         self._reset_reason = reason
         self._reset.set()
 
-    _reset_reason = "reset"
-
     async def _flush(self) -> None:
         proto, transport = self.proto, self._transport
         if proto is None or transport is None:
@@ -380,10 +380,7 @@ class SatelliteLink:
             if now - self._last_rx > t.dead_after:
                 self.reset(f"no data from Companion for {t.dead_after:g} s (dead link)")
                 return
-            if (
-                proto.state in ("awaiting-begin", "awaiting-caps")
-                and now - started > t.begin_timeout
-            ):
+            if proto.state.handshaking and now - started > t.begin_timeout:
                 self.reset(f"Companion did not complete the handshake within {t.begin_timeout:g} s")
                 return
             if proto.awaiting_device:

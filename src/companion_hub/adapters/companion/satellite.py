@@ -1,7 +1,7 @@
 """A Satellite protocol client as a sans-I/O state machine (bytes in, events and bytes out).
 
-It follows the official client's behaviour (reference 1.3, 1.7, 1.8): read ``BEGIN``
-and (API >= 1.10) ``CAPS``; with button subscriptions available, ``ADD-SUB`` every
+It follows the official Satellite client's behaviour: read ``BEGIN`` and (API >= 1.10)
+``CAPS``; with button subscriptions available, ``ADD-SUB`` every
 configured location and mirror ``SUB-STATE``; otherwise (or to exchange transferable
 values) register a virtual surface with ``ADD-DEVICE`` and mirror the ``KEY-STATE`` of
 the page Companion shows on it. The asyncio driver (:mod:`.link`) owns the socket,
@@ -19,8 +19,10 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from .buttons import button_value
 from .codec import (
     Base64Error,
     LineBuffer,
@@ -30,133 +32,29 @@ from .codec import (
     b64_json,
     b64_text,
     format_line,
-    is_falsey,
     parse_decimal,
-    parse_font_size,
     parse_int,
     parse_line,
     parse_location,
+    parse_version,
+)
+from .events import (
+    Began,
+    Brightness,
+    ButtonRendered,
+    Capabilities,
+    DevicePage,
+    Event,
+    MirrorMode,
+    OutputValue,
+    Pong,
+    ProtocolError,
+    Registering,
+    Reply,
+    Synced,
 )
 
 log = logging.getLogger("companion_hub.adapters.companion")
-
-# --- events -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Began:
-    companion_version: str
-    api_version: str
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    subscriptions: bool
-    flags: dict[str, str | bool]
-
-
-@dataclass(frozen=True)
-class Registering:
-    """Registration requests were queued; ``mode`` is "subscriptions" or "device"."""
-
-    mode: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class ButtonRendered:
-    page: int
-    row: int
-    column: int
-    state: dict[str, Any] | None  # None: nothing at this location (an empty render)
-
-
-@dataclass(frozen=True)
-class DevicePage:
-    page: int
-
-
-@dataclass(frozen=True)
-class OutputValue:
-    variable: str
-    value: str
-
-
-@dataclass(frozen=True)
-class Brightness:
-    value: int
-
-
-@dataclass(frozen=True)
-class Synced:
-    """Every registration was answered and every location reported its state."""
-
-    mode: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    command: str
-    ok: bool
-    message: str
-    params: Params
-
-
-@dataclass(frozen=True)
-class Pong:
-    pass
-
-
-@dataclass(frozen=True)
-class ProtocolError:
-    """Something Companion sent could not be used (or Companion reported an error).
-
-    ``kind`` is a short stable identifier (see :data:`PROBLEM_KINDS`) for counting and
-    for the driver's decisions, e.g. "incompatible" (the API is too old: reconnecting
-    soon will not help). A fatal one means the connection must be dropped.
-    """
-
-    message: str
-    fatal: bool = False
-    kind: str = "malformed"
-
-
-# The kinds of ProtocolError, each counted per connection in SatelliteProtocol.problems.
-PROBLEM_KINDS = frozenset(
-    {
-        "malformed",  # not a Satellite message, or a required field is missing
-        "unknown-message",  # a well-formed command this client does not know
-        "unexpected",  # a known message that makes no sense now (e.g. a second BEGIN)
-        "bad-number",  # a number field that is not a number in its allowed range
-        "bad-location",  # SUBID/LOCATION missing, malformed or outside the configured grid
-        "bad-base64",  # a base64 text field that does not decode to UTF-8
-        "unknown-variable",  # a VARIABLE-VALUE for a variable that is not a declared output
-        "companion-error",  # Companion answered ERROR
-        "add-sub-failed",  # an ADD-SUB was refused
-        "add-device-failed",  # ADD-DEVICE was refused (fatal unless "exists elsewhere")
-        "subscriptions-disabled",  # the setting was switched off (fatal)
-        "line-too-long",  # more than MAX_LINE_CHARS without a newline (fatal)
-        "incompatible",  # Companion's API is older than 1.7 (fatal)
-        "internal",  # a bug in this module, caught so the link survives
-    }
-)
-
-
-Loc = tuple[int, int, int]  # page, row, column
-
-Event = (
-    Began
-    | Capabilities
-    | Registering
-    | ButtonRendered
-    | DevicePage
-    | OutputValue
-    | Brightness
-    | Synced
-    | Reply
-    | Pong
-    | ProtocolError
-)
 
 # Commands whose replies the driver correlates with requests.
 REQUEST_COMMANDS = frozenset(
@@ -184,17 +82,23 @@ class SatelliteOptions:
     variables: list[Transferable] = field(default_factory=list)
 
 
-_VERSION_PART = re.compile(r"[0-9]{1,9}")
 _COMMAND_WORD = re.compile(r"[A-Z][A-Z0-9_-]{0,63}")
 
+Loc = tuple[int, int, int]  # page, row, column
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for p in text.split("+", 1)[0].split("-", 1)[0].split("."):
-        if _VERSION_PART.fullmatch(p) is None:
-            break
-        parts.append(int(p))
-    return tuple(parts)
+
+class ProtocolState(StrEnum):
+    """Where a connection is in its life: each state only ever moves to the next one."""
+
+    AWAITING_BEGIN = "awaiting-begin"
+    AWAITING_CAPS = "awaiting-caps"  # API >= 1.10: CAPS comes right after BEGIN
+    REGISTERING = "registering"  # ADD-SUB / ADD-DEVICE sent, not every answer in yet
+    SYNCED = "synced"  # every registration answered, every location reported
+
+    @property
+    def handshaking(self) -> bool:
+        """Still waiting for Companion's BEGIN (and CAPS)."""
+        return self in (ProtocolState.AWAITING_BEGIN, ProtocolState.AWAITING_CAPS)
 
 
 def location_of(subid: str) -> tuple[int, int, int] | None:
@@ -226,18 +130,15 @@ class SatelliteProtocol:
         self._events: list[Event] = []
         self.companion_version = ""
         self.api_version = ""
-        self.api: tuple[int, ...] = ()
-        self.capabilities: dict[str, str | bool] = {}
+        self.api = (0, 0, 0)
         self.subscriptions_available = False
-        self.state = "awaiting-begin"  # -> awaiting-caps -> registering -> synced
-        self.mode = ""
-        self.device_registered = False
+        self.state = ProtocolState.AWAITING_BEGIN
+        self.mode: MirrorMode | None = None
         self.device_page: int | None = None
         self._subs_pending: set[str] = set()  # ADD-SUB sent, no reply yet
         self._subs_unrendered: set[str] = set()  # ADD-SUB OK, no SUB-STATE yet
         self._device_pending = False
         self._keys_unrendered: set[int] = set()
-        self._need_device = False
         self._pages = frozenset(options.pages)
         self._outputs = frozenset(v.id for v in options.variables if v.type == "output")
         self.problems: dict[str, int] = {}
@@ -322,13 +223,13 @@ class SatelliteProtocol:
             self._problem("internal", f"{cmd}: internal error while handling it; ignored")
 
     def _on_begin(self, p: Params) -> None:
-        if self.state != "awaiting-begin":
+        if self.state is not ProtocolState.AWAITING_BEGIN:
             self._problem("unexpected", "BEGIN after the connection began; ignored")
             return
         api = p.get("ApiVersion")
         self.companion_version = str(p.get("CompanionVersion", ""))
         self.api_version = str(api) if isinstance(api, str) else ""
-        self.api = _version_tuple(self.api_version)
+        self.api = parse_version(self.api_version)
         self._events.append(Began(self.companion_version, self.api_version))
         if self.api < (1, 7):
             self._problem(
@@ -338,15 +239,14 @@ class SatelliteProtocol:
             )
             return
         if self.api >= (1, 10):
-            self.state = "awaiting-caps"
+            self.state = ProtocolState.AWAITING_CAPS
         else:
             self._register()
 
     def _on_caps(self, p: Params) -> None:
-        self.capabilities = dict(p)
         self.subscriptions_available = p.get("SUBSCRIPTIONS") == "1"
         self._events.append(Capabilities(self.subscriptions_available, dict(p)))
-        if self.state == "awaiting-caps":
+        if self.state is ProtocolState.AWAITING_CAPS:
             self._register()
 
     def _style_args(self, prefix_bitmap: str) -> dict[str, Any]:
@@ -359,11 +259,11 @@ class SatelliteProtocol:
         return args
 
     def _register(self) -> None:
-        self.state = "registering"
+        self.state = ProtocolState.REGISTERING
         o = self.options
         use_subs = o.subscriptions and self.subscriptions_available
         if use_subs:
-            self.mode = "subscriptions"
+            self.mode = MirrorMode.SUBSCRIPTIONS
             for page in o.pages:
                 for row in range(o.rows):
                     for col in range(o.columns):
@@ -374,7 +274,7 @@ class SatelliteProtocol:
                         )
             detail = f"button subscriptions for pages {_ranges(o.pages)}"
         else:
-            self.mode = "device"
+            self.mode = MirrorMode.DEVICE
             detail = (
                 "button subscriptions are off in Companion: mirroring only the page shown on the "
                 "hub's virtual surface. Enable Settings > Protocols > Satellite > 'Button "
@@ -382,8 +282,7 @@ class SatelliteProtocol:
                 if o.subscriptions and self.api >= (1, 10)
                 else "mirroring the page shown on the hub's virtual surface"
             )
-        self._need_device = not use_subs or bool(o.variables)
-        if self._need_device:
+        if not use_subs or o.variables:  # a device is needed (transferable values need one)
             self._add_device()
         self._events.append(Registering(self.mode, detail))
         self._check_synced()
@@ -419,22 +318,17 @@ class SatelliteProtocol:
         return self._device_pending
 
     def _check_synced(self) -> None:
-        if self.state != "registering":
+        if self.state is not ProtocolState.REGISTERING or self.mode is None:
             return
         if self._subs_pending or self._subs_unrendered or self._device_pending:
             return
-        if self.mode == "device" and self._keys_unrendered:
+        if self.mode is MirrorMode.DEVICE and self._keys_unrendered:
             return
-        self.state = "synced"
+        self.state = ProtocolState.SYNCED
         self._events.append(Synced(self.mode))
 
-    def _reply(self, cmd: str, p: Params) -> tuple[bool, str]:
-        ok = p.get("OK") is True
-        msg = p.get("MESSAGE", "")
-        return ok, msg if isinstance(msg, str) else ""
-
     def _on_add_sub(self, p: Params) -> None:
-        ok, msg = self._reply("ADD-SUB", p)
+        ok, msg = _reply_status(p)
         subid = p.get("SUBID")
         if ok:
             if not isinstance(subid, str) or subid not in self._subs_pending:
@@ -480,13 +374,12 @@ class SatelliteProtocol:
             self._check_synced()
 
     def _on_add_device(self, p: Params) -> None:
-        ok, msg = self._reply("ADD-DEVICE", p)
+        ok, msg = _reply_status(p)
         if not self._device_pending:
             return
         if ok:
             self._device_pending = False
-            self.device_registered = True
-            if self.mode == "device":
+            if self.mode is MirrorMode.DEVICE:
                 self._keys_unrendered = set(range(self.options.rows * self.options.columns))
             # registration resets bound inputs: send every input's last value again
             for var, value in self.inputs.items():
@@ -518,7 +411,7 @@ class SatelliteProtocol:
                 if page != self.device_page:
                     self.device_page = page
                     self._events.append(DevicePage(page))
-                if self.mode == "device":
+                if self.mode is MirrorMode.DEVICE:
                     self._events.append(ButtonRendered(*loc, self._render(p)))
         self._check_synced()
 
@@ -548,7 +441,7 @@ class SatelliteProtocol:
         self._events.append(Pong())
 
     def _on_request_reply(self, cmd: str, p: Params) -> None:
-        ok, msg = self._reply(cmd, p)
+        ok, msg = _reply_status(p)
         self._events.append(Reply(cmd, ok, msg, p))
 
     def _on_error(self, p: Params) -> None:
@@ -560,39 +453,17 @@ class SatelliteProtocol:
     def _ignore(self, p: Params) -> None:
         return None
 
-    # --- rendering ------------------------------------------------------------------------
-
     def _render(self, p: Params) -> dict[str, Any] | None:
-        text = b64_decode_text(p.get("TEXT", False)) if "TEXT" in p else ""
-        state: dict[str, Any] = {
-            "text": text,
-            "bgcolor": _str(p.get("COLOR"), "#000000"),
-            "color": _str(p.get("TEXTCOLOR"), "#ffffff"),
-            "pressed": not is_falsey(p.get("PRESSED")),
-            "type": _str(p.get("TYPE"), "BUTTON"),
-        }
-        if "FONT_SIZE" in p:
-            size = parse_font_size(p["FONT_SIZE"])
-            if size is None:
-                shown = str(p["FONT_SIZE"])[:40]
-                self._problem("bad-number", f"FONT_SIZE {shown!r} is not a size; field dropped")
-            else:
-                state["font_size"] = size
-        bitmap = p.get("BITMAP")
-        if isinstance(bitmap, str) and bitmap.startswith("data:"):
-            state["image"] = bitmap
-        if (
-            not text
-            and state["bgcolor"] in ("#000000", "rgb(0,0,0)")
-            and not state["pressed"]
-            and state["type"] == "BUTTON"
-        ):
-            return None  # nothing there
-        return state
+        value, problem = button_value(p)
+        if problem:
+            self._problem("bad-number", problem)
+        return value
 
 
-def _str(value: str | bool | None, default: str) -> str:
-    return value if isinstance(value, str) and value else default
+def _reply_status(p: Params) -> tuple[bool, str]:
+    """A reply's (OK?, MESSAGE)."""
+    msg = p.get("MESSAGE", "")
+    return p.get("OK") is True, msg if isinstance(msg, str) else ""
 
 
 def _loc_key(subid: str) -> tuple[int, ...]:

@@ -1,0 +1,64 @@
+"""The adapter's status, as published in ``hub.adapters.<name>``: pure functions.
+
+The Satellite link and the HTTP link each have a :class:`LinkState`; the adapter's own
+``state`` is derived from both, and its ``detail`` from the link that matters most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class LinkState(StrEnum):
+    """A link's state. The values are what users see in ``hub.adapters.<name>``."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    ERROR = "error"  # the link's task failed unexpectedly and waits for its restart
+    OFF = "off"  # the HTTP link is not configured (never the adapter's own state)
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """One link's state, why, and (after a drop) when it is retried (epoch seconds)."""
+
+    state: LinkState
+    detail: str = ""
+    retry_at: float | None = None
+
+
+def adapter_state(satellite: LinkState, http: LinkState) -> LinkState:
+    """The adapter's state: an error anywhere, else connected only when both links are
+    (or HTTP is off), else disconnected if one is, else connecting."""
+    both = (satellite, http)
+    if LinkState.ERROR in both:
+        return LinkState.ERROR
+    if satellite is LinkState.CONNECTED and http in (LinkState.CONNECTED, LinkState.OFF):
+        return LinkState.CONNECTED
+    if LinkState.DISCONNECTED in both:
+        return LinkState.DISCONNECTED
+    return LinkState.CONNECTING
+
+
+def adapter_status(
+    satellite: LinkStatus, http: LinkStatus, refused: int = 0, last_refused: str = ""
+) -> tuple[str, str, dict[str, Any]]:
+    """``(state, detail, extra fields)`` of ``hub.adapters.<name>``, as plain JSON values."""
+    state = adapter_state(satellite.state, http.state)
+    extra: dict[str, Any] = {
+        "satellite": {"state": satellite.state.value, "detail": satellite.detail},
+        "http": {"state": http.state.value, "detail": http.detail},
+        "next_retry": None if satellite.retry_at is None else int(satellite.retry_at * 1000),
+    }
+    if refused:
+        extra["refused"] = {"count": refused, "last": last_refused}
+    if state is LinkState.ERROR:
+        detail = satellite.detail if satellite.state is LinkState.ERROR else http.detail
+    elif satellite.state is not LinkState.CONNECTED:
+        detail = satellite.detail
+    else:
+        detail = http.detail or satellite.detail
+    return state.value, detail, extra
