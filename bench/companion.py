@@ -223,9 +223,9 @@ def _hub_main(spec: dict[str, Any]) -> None:
     import signal
 
     from companion_hub.adapters.companion.adapter import CompanionConfig
+    from companion_hub.hub import HubConfig
     from companion_hub.logs import setup_logging
     from companion_hub.server.app import HubServer
-    from companion_hub.server.hub import HubConfig
 
     from .hub_proc import LagProbe, _emit
 

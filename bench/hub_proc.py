@@ -29,9 +29,9 @@ import sys
 import time
 from array import array
 
+from companion_hub.hub import Hub, HubConfig
 from companion_hub.logs import setup_logging
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import Hub, HubConfig
 
 PROBE_INTERVAL_S = 0.010
 

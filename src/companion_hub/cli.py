@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
+from .hub import DataDirInUse
 from .logs import setup_logging
-from .server.hub import DataDirInUse
 
 if TYPE_CHECKING:
     from .adapters.companion.adapter import CompanionConfig

@@ -36,7 +36,7 @@ import msgspec
 from .core.keys import is_valid_client_name, is_valid_key
 from .core.limits import Limits
 from .eventlog.store import default_data_dir
-from .server.hub import HubConfig
+from .hub import HubConfig
 
 if TYPE_CHECKING:
     from .adapters.companion.adapter import CompanionConfig

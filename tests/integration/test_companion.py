@@ -11,8 +11,8 @@ import pytest
 
 from companion_hub.adapters.companion.adapter import CompanionConfig
 from companion_hub.adapters.companion.link import LinkTiming
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 from companion_hub.simulator import CompanionSimulator, load_scenario
 
 from .wsclient import Client

@@ -24,8 +24,8 @@ from companion_hub.adapters.companion.codec import parse_line
 from companion_hub.adapters.companion.events import ButtonRendered
 from companion_hub.adapters.companion.link import LinkTiming
 from companion_hub.core.limits import Limits
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 from .test_companion import FAST, SCENARIO, stale, value, wait_until
 

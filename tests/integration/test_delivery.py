@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from companion_hub.core.limits import Limits
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 from .wsclient import Client, RawClient
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 from .wsclient import Client
 
@@ -351,7 +351,7 @@ async def test_api_log_on_a_live_hub(tmp_path: Path) -> None:
 
 
 async def test_one_hub_per_data_directory(tmp_path: Path) -> None:
-    from companion_hub.server.hub import DataDirInUse
+    from companion_hub.hub import DataDirInUse
 
     a = await start(tmp_path)
     try:

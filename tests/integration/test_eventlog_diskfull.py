@@ -27,8 +27,8 @@ import pytest
 
 from companion_hub.core.store import Entry
 from companion_hub.eventlog.store import EventLog, LogSettings
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 from .wsclient import Client
 

@@ -18,8 +18,8 @@ from aiohttp import web
 from companion_hub.eventlog import query as q
 from companion_hub.eventlog import tools
 from companion_hub.eventlog.http_api import add_log_routes
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 from tests.unit.test_eventlog_query import RECORDS, T0, apply_retention, build_scenario
 
 from .wsclient import Client

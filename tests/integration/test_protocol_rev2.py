@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 from .wsclient import Client
 

@@ -18,8 +18,8 @@ from companion_hub.client import (
     Timeout,
     Unavailable,
 )
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 
 def url_of(srv: HubServer) -> str:

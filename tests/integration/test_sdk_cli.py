@@ -12,8 +12,8 @@ import pytest
 
 from companion_hub.cli_client import add_client_commands
 from companion_hub.client import HubClient
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from companion_hub.client import (
     RawConnection,
     connect_raw,
 )
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from companion_hub.client import Failed, NotOwner, SyncHubClient, Unavailable
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 
 
 @pytest.fixture

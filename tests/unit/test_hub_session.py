@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from companion_hub.core.limits import Limits
+from companion_hub.hub import Hub, HubConfig
 from companion_hub.protocol import session as session_mod
 from companion_hub.protocol.session import (
     CloseRequest,
@@ -21,7 +22,6 @@ from companion_hub.protocol.session import (
     SessionSettings,
     SessionState,
 )
-from companion_hub.server.hub import Hub, HubConfig
 
 SETTINGS = SessionSettings(
     heartbeat_ms=1000, window_bytes=4096, frame_target_bytes=64 * 1024, snapshot_chunk_bytes=512

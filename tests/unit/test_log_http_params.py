@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from companion_hub.eventlog import query as q
 from companion_hub.eventlog.http_api import MAX_LIMIT, MAX_VALUES, PARAMS
+from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.server.hub import HubConfig
 from tests.fuzzing import fuzz_settings
 from tests.integration.wsclient import Client
 

@@ -13,8 +13,8 @@ from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
 from ..core.errors import ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
+from ..hub import Hub, HubConfig
 from ..protocol import encode as wire
-from .hub import Hub, HubConfig
 from .listener import (
     FD_RESERVE,
     ConnectionGuard,

@@ -21,9 +21,9 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.limits import HELLO_TIMEOUT_S
+from ..hub import Hub, now_ms
 from ..protocol.session import HubSession, SessionSettings
 from ..supervisor import cancel_and_wait
-from .hub import Hub, now_ms
 
 log = logging.getLogger("companion_hub.session")
 

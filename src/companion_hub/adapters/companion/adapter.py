@@ -64,7 +64,7 @@ from .status import LinkState, LinkStatus, adapter_status
 from .writes import UpstreamWrites
 
 if TYPE_CHECKING:
-    from ...server.hub import Hub
+    from ...hub import Hub
 
 __all__ = ["CompanionAdapter", "CompanionConfig"]  # the config is imported from here too
 

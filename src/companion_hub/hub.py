@@ -23,22 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .. import SERVER_NAME, __version__
-from ..core.commands import CommandRouter, InFlight, Outcome, ResultCallback
-from ..core.delivery import DeliveryQueue, Delta
-from ..core.errors import ErrorCode, HubError
-from ..core.keys import Pattern
-from ..core.limits import Limits
-from ..core.patterns import PatternIndex
-from ..core.store import Change, Store
-from ..core.writer import Writer
-from ..eventlog.recorder import Recorder, Recovered, recover
-from ..eventlog.store import SCHEMA, EventLog, LogSettings
-from ..protocol import encode as wire
-from ..supervisor import Supervisor
+from . import SERVER_NAME, __version__
+from .core.commands import CommandRouter, InFlight, Outcome, ResultCallback
+from .core.delivery import DeliveryQueue, Delta
+from .core.errors import ErrorCode, HubError
+from .core.keys import Pattern
+from .core.limits import Limits
+from .core.patterns import PatternIndex
+from .core.store import Change, Store
+from .core.writer import Writer
+from .eventlog.recorder import Recorder, Recovered, recover
+from .eventlog.store import SCHEMA, EventLog, LogSettings
+from .protocol import encode as wire
+from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from ..protocol.session import HubSession
+    from .protocol.session import HubSession
 
 log = logging.getLogger("companion_hub.hub")
 
