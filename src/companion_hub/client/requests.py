@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..core.limits import COMMAND_TIMEOUT_DEFAULT_MS, COMMAND_TIMEOUT_MAX_MS
 from .messages import WriteResult, write_result_from_wire
 
 __all__ = [
@@ -23,8 +24,9 @@ __all__ = [
     "write_results_from_wire",
 ]
 
-DEFAULT_COMMAND_TIMEOUT_MS = 5_000
-MAX_COMMAND_TIMEOUT_MS = 60_000
+# the hub's own (protocol section 8): one definition for both sides
+DEFAULT_COMMAND_TIMEOUT_MS = COMMAND_TIMEOUT_DEFAULT_MS
+MAX_COMMAND_TIMEOUT_MS = COMMAND_TIMEOUT_MAX_MS
 COMMAND_GRACE_S = 5.0
 """How much longer than the command's ``timeout_ms`` the SDK waits for its result."""
 

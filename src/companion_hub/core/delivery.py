@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 
 class Delta:
@@ -33,12 +32,6 @@ class Delta:
     def __init__(self, rev: int, data: bytes) -> None:
         self.rev = rev
         self.data = data
-
-
-class ChunkSource(Protocol):
-    """Something that yields encoded messages lazily (e.g. a large snapshot)."""
-
-    def __iter__(self) -> Iterator[bytes]: ...
 
 
 class _Run:

@@ -44,6 +44,11 @@ def check_key(key: object, max_bytes: int = 256) -> str:
     )
 
 
+def is_valid_segment(name: object) -> bool:
+    """Can ``name`` be one segment of a key (``[A-Za-z0-9_-]``, 1-64 characters)?"""
+    return isinstance(name, str) and _SEGMENT_RE.fullmatch(name) is not None
+
+
 def is_valid_client_name(name: object) -> bool:
     return isinstance(name, str) and _CLIENT_RE.fullmatch(name) is not None
 

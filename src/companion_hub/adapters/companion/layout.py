@@ -17,14 +17,13 @@ with a warning.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+from ...core.keys import is_valid_segment
 
 
 def valid_segment(name: str) -> bool:
-    return _SEGMENT.fullmatch(name) is not None
+    return is_valid_segment(name)
 
 
 @dataclass(frozen=True)
