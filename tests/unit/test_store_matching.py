@@ -46,3 +46,22 @@ def test_matching_agrees_with_the_grammar(ks: set[str], texts: list[str]) -> Non
     got = sorted(e.key for e in h.store.matching(pats))
     want = sorted(k for k in ks if any(match(p, k) for p in pats))
     assert got == want
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(keys(), st.lists(patterns(), min_size=1, max_size=4))
+def test_compiled_patterns_and_literal_prefixes_agree_with_match(
+    key: str, texts: list[str]
+) -> None:
+    """``compile_patterns`` (the store's fast path) and ``literal_prefix`` (the event
+    log's SQL pre-filter) are derived from the grammar, and agree with ``match``."""
+    from companion_hub.core.keys import compile_patterns, literal_prefix
+
+    pats = [parse_pattern(t) for t in texts]
+    assert bool(compile_patterns(pats).fullmatch(key)) == any(match(p, key) for p in pats)
+    for p in pats:
+        prefix, exact = literal_prefix(p)
+        if match(p, key):
+            assert key == prefix or key.startswith(prefix + ".") or prefix == ""
+            if exact:
+                assert key == prefix

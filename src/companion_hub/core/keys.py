@@ -11,6 +11,7 @@ as the last segment only, ``**`` (zero or more segments).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .errors import ErrorCode, HubError
 from .limits import MAX_SEGMENT_CHARS
@@ -97,6 +98,33 @@ def match(pattern: Pattern, key: str) -> bool:
     elif len(segs) != n:
         return False
     return all(p == STAR or p == s for p, s in zip(pattern, segs, strict=True))
+
+
+def compile_patterns(patterns: Sequence[Pattern]) -> re.Pattern[str]:
+    """One regular expression whose ``fullmatch`` is :func:`match` of any of
+    ``patterns`` (faster over many keys; checked against :func:`match` by a property
+    test)."""
+    alts = []
+    for p in patterns:
+        segs = list(p)
+        tail = ""
+        if segs and segs[-1] == GLOBSTAR:
+            segs.pop()
+            tail = r"(?:\..+)?" if segs else r".*"
+        alts.append(r"\.".join("[^.]+" if s == STAR else re.escape(s) for s in segs) + tail)
+    return re.compile("|".join(f"(?:{a})" for a in alts))
+
+
+def literal_prefix(pattern: Pattern) -> tuple[str, bool]:
+    """The pattern's leading literal segments joined (``""`` when it starts with a
+    wildcard), and whether that is the whole pattern (an exact key). Every key the
+    pattern matches is that prefix or starts with ``prefix + "."``."""
+    lit: list[str] = []
+    for seg in pattern:
+        if seg in (STAR, GLOBSTAR):
+            break
+        lit.append(seg)
+    return ".".join(lit), len(lit) == len(pattern)
 
 
 def could_match_under(pattern: Pattern, prefix: str) -> bool:

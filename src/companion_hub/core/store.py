@@ -23,7 +23,7 @@ import msgspec
 
 from .errors import ErrorCode, HubError
 from .jsonvalue import json_equal
-from .keys import GLOBSTAR, STAR, Pattern, could_match_under, is_prefix_of
+from .keys import GLOBSTAR, STAR, Pattern, compile_patterns, could_match_under, is_prefix_of
 from .limits import Limits
 from .writer import Encoder, SetOp, Writer, WriteResult
 
@@ -89,20 +89,6 @@ class Namespace:
 
 
 Listener = Callable[[Change], None]
-
-
-def _compile_patterns(patterns: Sequence[Pattern]) -> re.Pattern[str]:
-    alts = []
-    for p in patterns:
-        parts: list[str] = []
-        tail = ""
-        segs = list(p)
-        if segs and segs[-1] == GLOBSTAR:
-            segs.pop()
-            tail = r"(?:\..+)?" if segs else r".*"
-        parts = ["[^.]+" if s == STAR else re.escape(s) for s in segs]
-        alts.append(r"\.".join(parts) + tail)
-    return re.compile("|".join(f"(?:{a})" for a in alts))
 
 
 class Store:
@@ -290,7 +276,7 @@ class Store:
                     if e is not None:
                         out.append(e)
                 continue
-            rx = _compile_patterns(relevant)
+            rx = compile_patterns(relevant)
             fm = rx.fullmatch
             out.extend(e for k, e in ns.entries.items() if fm(k))
         return out

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import msgspec
 
 from ..core.errors import HubError
-from ..core.keys import GLOBSTAR, STAR, Pattern, match, parse_pattern
+from ..core.keys import Pattern, literal_prefix, match, parse_pattern
 from .store import SnapshotImage, default_data_dir
 
 __all__ = [
@@ -420,15 +420,10 @@ def _pattern_sql(patterns: Sequence[Pattern]) -> tuple[str, list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
     for p in patterns:
-        lit: list[str] = []
-        for seg in p:
-            if seg in (STAR, GLOBSTAR):
-                break
-            lit.append(seg)
-        if not lit:
+        prefix, exact = literal_prefix(p)
+        if not prefix:
             return "", []  # a leading wildcard: no pre-filter helps
-        prefix = ".".join(lit)
-        if len(lit) == len(p):
+        if exact:
             conds.append("key = ?")
             params.append(prefix)
         else:
