@@ -486,3 +486,18 @@ async def test_closed_session_ignores_input_and_answers_no_durable_reply(hub: Hu
     p.s.connection_lost(1000)
     p.send({"op": "set", "id": "1", "key": "app.w.a", "value": 1})
     assert p.out() == [] and hub.store.get("app.w.a") is None
+
+
+def test_an_unexpected_failure_is_internal_and_the_session_goes_on(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = connect(hub, "w")
+
+    def broken(patterns: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(hub.store, "matching", broken)
+    err = p.error({"op": "get", "patterns": ["hub.**"]})
+    assert err == {"code": "INTERNAL", "message": "internal error"}  # no details leak
+    monkeypatch.undo()
+    assert p.ok({"op": "get", "patterns": ["hub.info"]})["entries"]
