@@ -1,4 +1,11 @@
-"""Shared helpers: the hub subprocess, raw-protocol clients, statistics, results."""
+"""Shared helpers: the hub subprocess, the clients' typed decoding, statistics, results.
+
+The clients connect and send with the SDK's :func:`companion_hub.client.connect_raw`.
+Where a client is what a benchmark measures (the subscribers of (b), (c) and (f), the
+writer's acknowledgements, the snapshot client of (a), the preloads), it reads whole
+frames (:meth:`RawConnection.receive_frame`) and decodes them itself with the typed
+decoders below, as fast as it can: it measures the wire, not the SDK's dicts.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from typing import Any
 import aiohttp
 import msgspec
 import psutil
+
+from companion_hub.client import ConnectionClosed, RawConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -215,7 +224,11 @@ async def pipe_recv(conn: Any) -> Any:
     return await loop.run_in_executor(None, conn.recv)
 
 
-# --- the raw protocol, client side -----------------------------------------------------
+# --- the protocol, client side ---------------------------------------------------------
+#
+# Connections, ``hello`` and sending are the SDK's (``connect_raw``, ``RawConnection``).
+# What is here decodes the hub's frames into typed structs with only the fields a
+# benchmark looks at: cheaper than the SDK's generic dicts, so that the clients keep up.
 
 
 class SnapEntry(msgspec.Struct):
@@ -259,30 +272,13 @@ def ws_frame_overhead(n: int) -> int:
     return 2 if n < 126 else 4 if n < 65536 else 10
 
 
-async def connect(
-    session: aiohttp.ClientSession, url: str, client: str
-) -> tuple[aiohttp.ClientWebSocketResponse, Msg]:
-    """Open ``/ws`` and say hello; returns the socket and the welcome."""
-    ws = await session.ws_connect(url, max_msg_size=0, decode_text=False, autoping=True)
-    await send_text(ws, encode({"op": "hello", "id": "h", "client": client, "protocol": 1}))
-    msg = await ws.receive()
-    welcome = decode_frame(msg.data)[0]
-    if welcome.op != "welcome":
-        raise RuntimeError(f"no welcome for {client}: {msg.data[:200]!r}")
-    return ws, welcome
-
-
-async def send_text(ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
-    """Send a text frame (the protocol uses text frames) from already-encoded UTF-8."""
-    await ws.send_frame(data, aiohttp.WSMsgType.TEXT)
-
-
-async def preload(
-    ws: aiohttp.ClientWebSocketResponse, keys: list[str], value: Callable[[int], Any]
-) -> float:
+async def preload(conn: RawConnection, keys: list[str], value: Callable[[int], Any]) -> float:
     """Write ``keys`` over an open connection with batched ``set`` (500 entries a batch,
     8 batches in flight); returns the seconds it took. Keep the connection open
-    afterwards: closing it would mark every key stale (one more change per key)."""
+    afterwards: closing it would mark every key stale (one more change per key).
+
+    The replies are read as frames and decoded typed, the results left raw: the
+    preload rate is reported, so the loader stays as cheap as it was."""
     t0 = time.perf_counter()
     batch = 500
     window = 8
@@ -292,12 +288,13 @@ async def preload(
         while sent < n_batches and sent - acked < window:
             chunk = keys[sent * batch : (sent + 1) * batch]
             entries = [{"key": k, "value": value(sent * batch + i)} for i, k in enumerate(chunk)]
-            await send_text(ws, encode({"op": "set", "id": sent, "entries": entries}))
+            await conn.send({"op": "set", "id": sent, "entries": entries})
             sent += 1
-        msg = await ws.receive()
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            raise RuntimeError(f"preload: connection ended ({msg.type})")
-        for m in decode_frame(msg.data):
+        try:
+            data = await conn.receive_frame(timeout=None)
+        except ConnectionClosed as exc:
+            raise RuntimeError(f"preload: connection ended ({exc.close_code})") from None
+        for m in decode_frame(data):
             if m.op == "result":
                 if not m.ok:
                     raise RuntimeError(f"preload failed: {m.error}")

@@ -53,18 +53,17 @@ import aiohttp
 import msgspec
 import psutil
 
+from companion_hub.client import ConnectionClosed, connect_raw
+
 from .common import (
     ROOT,
     CpuMeter,
     Histogram,
     HubProcess,
-    connect,
-    encode,
     median,
     pipe_recv,
     run_loop,
     save,
-    send_text,
     table_row,
     wait_quiet,
     watchdog,
@@ -405,25 +404,26 @@ async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) 
                 bursts.append([now, now])
 
     async with aiohttp.ClientSession() as session:
-        ws, _ = await connect(session, url, "bench-companion-sub")
-        await send_text(
-            ws,
-            encode(
-                {"op": "subscribe", "id": "s", "sub": "c", "patterns": [f"{NS}.**", ADAPTER_KEY]}
-            ),
+        hub = await connect_raw(url, "bench-companion-sub", session=session)
+        await hub.send(
+            {"op": "subscribe", "id": "s", "sub": "c", "patterns": [f"{NS}.**", ADAPTER_KEY]}
         )
 
         async def read() -> None:
-            text = aiohttp.WSMsgType.TEXT
+            # The latency is measured here, at the frame's arrival: it reads whole frames
+            # (RawConnection.receive_frame), not messages (receive, which builds dicts),
+            # and decodes them typed, as fast as a client can.
+            receive_frame = hub.receive_frame
             clock_ns = time.time_ns
             mono = time.monotonic
             while True:
-                msg = await ws.receive()
-                if msg.type is not text:
+                try:
+                    data = await receive_frame(None)
+                except ConnectionClosed:
                     return
                 now_ns = clock_ns()
                 now = mono()
-                for m in _decode(msg.data):
+                for m in _decode(data):
                     if m.op == "delta":
                         if m.stale:
                             st["stale_deltas"] += 1
@@ -461,7 +461,7 @@ async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) 
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        await ws.close()
+        await hub.close()
     report = {
         **{k: v for k, v in st.items() if k != "var_bursts"},
         "var_polls": len(st["var_bursts"]),

@@ -13,6 +13,13 @@ instant: the clock is system-wide on Linux), and reports its results at the end.
 - :func:`writer_worker`: the ``writer`` client, owner of ``app.writer.*``: either
   as fast as the hub accepts with a window of un-acknowledged ``set`` requests, or
   paced at a fixed rate.
+
+Every client connects with the SDK (``connect_raw``, which says ``hello``) and sends
+through its :class:`~companion_hub.client.RawConnection`. What they receive is what
+these benchmarks measure (deltas decoded as fast as a client can; acknowledgements
+timed), so they do not use the SDK's message-level reads (``receive``, which decodes
+every message into dicts and queues it): each reads whole frames with
+``receive_frame`` and decodes them itself, typed, with only the fields it needs.
 """
 
 from __future__ import annotations
@@ -24,14 +31,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from companion_hub.client import ConnectionClosed, RawConnection, connect_raw
+
 from .common import (
     Histogram,
     SnapEntry,
-    connect,
     encode,
     pipe_recv,
     run_loop,
-    send_text,
 )
 
 BIN_S = 0.1  # delivered-delta counters are kept in bins of 100 ms after "go"
@@ -95,11 +102,11 @@ def _decoder(t: type) -> Any:
 
 
 class _Sub:
-    __slots__ = ("at", "bins", "hist", "n", "name", "t0", "ver", "violations", "warm_ns", "ws")
+    __slots__ = ("at", "bins", "conn", "hist", "n", "name", "t0", "ver", "violations", "warm_ns")
 
-    def __init__(self, name: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, name: str, conn: RawConnection) -> None:
         self.name = name
-        self.ws = ws
+        self.conn = conn
         self.ver: dict[str, int] = {}
         self.at: dict[str, float] = {}
         self.n = 0
@@ -110,16 +117,22 @@ class _Sub:
         self.hist: Histogram | None = None
 
 
+# The subscribers are what (b) and (c) measure: deltas off the wire, decoded as fast as
+# a client can. So they read whole frames (RawConnection.receive_frame), not messages
+# (RawConnection.receive, which builds dicts), and decode them typed.
+
+
 async def _subscribe(sub: _Sub, decode: Any) -> None:
-    await send_text(
-        sub.ws, encode({"op": "subscribe", "id": "s", "sub": "all", "patterns": ["**"]})
-    )
+    await sub.conn.send({"op": "subscribe", "id": "s", "sub": "all", "patterns": ["**"]})
     while True:
-        msg = await sub.ws.receive()
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            raise RuntimeError(f"{sub.name}: connection ended during snapshot ({msg.type})")
+        try:
+            data = await sub.conn.receive_frame(timeout=None)
+        except ConnectionClosed as exc:
+            raise RuntimeError(
+                f"{sub.name}: connection ended during snapshot ({exc.close_code})"
+            ) from None
         now = time.monotonic()
-        for m in decode(msg.data):
+        for m in decode(data):
             if m.op == "snapshot":
                 for e in m.entries:
                     sub.ver[e.key] = e.version
@@ -132,18 +145,18 @@ async def _subscribe(sub: _Sub, decode: Any) -> None:
 
 
 async def _read_fanout(sub: _Sub, decode: Any) -> None:
-    ws = sub.ws
+    receive_frame = sub.conn.receive_frame
     ver = sub.ver
     at = sub.at
     mono = time.monotonic
-    text = aiohttp.WSMsgType.TEXT
     while True:
-        msg = await ws.receive()
-        if msg.type is not text:
+        try:
+            data = await receive_frame(None)
+        except ConnectionClosed:
             return
         now = mono()
         n = 0
-        for m in decode(msg.data):
+        for m in decode(data):
             if m.op == "delta":
                 key = m.key
                 if m.version < ver.get(key, 0):
@@ -159,21 +172,21 @@ async def _read_fanout(sub: _Sub, decode: Any) -> None:
 
 
 async def _read_latency(sub: _Sub, decode: Any) -> None:
-    ws = sub.ws
+    receive_frame = sub.conn.receive_frame
     ver = sub.ver
     mono = time.monotonic
     clock_ns = time.time_ns
-    text = aiohttp.WSMsgType.TEXT
     while True:
-        msg = await ws.receive()
-        if msg.type is not text:
+        try:
+            data = await receive_frame(None)
+        except ConnectionClosed:
             return
         now_ns = clock_ns()
         now = mono()
         hist = sub.hist
         record = hist is not None and now_ns >= sub.warm_ns
         n = 0
-        for m in decode(msg.data):
+        for m in decode(data):
             if m.op == "delta":
                 key = m.key
                 if m.version < ver.get(key, 0):
@@ -200,8 +213,8 @@ async def _sub_main(conn: Any, url: str, first: int, count: int, mode: str) -> N
         subs: list[_Sub] = []
         for i in range(first, first + count):
             name = f"sub{i:03d}"
-            ws, _ = await connect(session, url, name)
-            subs.append(_Sub(name, ws))
+            hub = await connect_raw(url, name, session=session)
+            subs.append(_Sub(name, hub))
         await asyncio.gather(*(_subscribe(s, decode) for s in subs))
         reader = _read_latency if mode == "latency" else _read_fanout
         tasks = [asyncio.create_task(reader(s, decode)) for s in subs]
@@ -258,7 +271,7 @@ async def _sub_main(conn: Any, url: str, first: int, count: int, mode: str) -> N
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in subs:
-            await s.ws.close()
+            await s.conn.close()
     conn.send(("report", report))
 
 
@@ -273,7 +286,7 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
     keys = writer_keys(n_keys)
     decode = _decoder(_WMsg)
     async with aiohttp.ClientSession() as session:
-        ws, _ = await connect(session, url, WRITER)
+        hub = await connect_raw(url, WRITER, session=session)
         st: dict[str, Any] = {
             "acked": 0,
             "errors": 0,
@@ -288,13 +301,15 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
         sent_box = [0]
 
         async def read() -> None:
-            text = aiohttp.WSMsgType.TEXT
+            # the acknowledgements are timed (accepted writes/s): frames, decoded typed
+            receive_frame = hub.receive_frame
             while True:
-                msg = await ws.receive()
-                if msg.type is not text:
+                try:
+                    data = await receive_frame(None)
+                except ConnectionClosed:
                     return
                 now = time.monotonic()
-                for m in decode(msg.data):
+                for m in decode(data):
                     if m.op != "result":
                         continue
                     if m.ok and m.result is not None:
@@ -346,7 +361,7 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
                     )
                     seq += 1
                 sent_box[0] = seq
-                await send_text(ws, encode(msgs[0] if k == 1 else msgs))
+                await hub.send_frame(encode(msgs[0] if k == 1 else msgs))
                 frames += 1
         else:  # paced: ``rate`` writes/s, sent every ``tick`` s with what is due
             rate = params["rate"]
@@ -370,7 +385,7 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
                         )
                         seq += 1
                     sent_box[0] = seq
-                    await send_text(ws, encode(msgs[0] if len(msgs) == 1 else msgs))
+                    await hub.send_frame(encode(msgs[0] if len(msgs) == 1 else msgs))
                     frames += 1
                     st["max_inflight"] = max(st["max_inflight"], seq - st["acked"] - st["errors"])
                 await asyncio.sleep(tick)
@@ -394,4 +409,4 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
         # stay connected until told: closing would mark every key stale (1 more delta each)
         await pipe_recv(conn)
         reader.cancel()
-        await ws.close()
+        await hub.close()

@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 
+from companion_hub.client import connect_raw
+
 from .common import (
     HubProcess,
     cam_value,
-    connect,
     median,
     preload,
     run_loop,
@@ -39,11 +40,11 @@ async def _load(hub: HubProcess, n_keys: int) -> dict[str, Any]:
     rss0 = hub.rss()
     keys = [f"app.writer.k{i:07d}" for i in range(n_keys)]
     async with aiohttp.ClientSession() as session:
-        ws, _ = await connect(session, hub.ws_url, "writer")
-        load_s = await preload(ws, keys, cam_value)
+        loader = await connect_raw(hub.ws_url, "writer", session=session)
+        load_s = await preload(loader, keys, cam_value)
         await asyncio.sleep(1.0)
         rss1 = hub.rss()
-        await ws.close()
+        await loader.close()
     return {
         "rss_empty": rss0,
         "rss_loaded": rss1,

@@ -23,18 +23,17 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from companion_hub.client import ConnectionClosed, connect_raw
+
 from .common import (
     HubProcess,
     SnapEntry,
     cam_value,
-    connect,
     decode_frame,
-    encode,
     median,
     preload,
     run_loop,
     save,
-    send_text,
     table_row,
     watchdog,
     ws_frame_overhead,
@@ -54,17 +53,20 @@ _state = msgspec.json.Decoder(_State)
 
 
 async def snapshot_once(session: aiohttp.ClientSession, url: str, n: int) -> dict[str, Any]:
+    """The measured client. It measures the wire (bytes per key, time to the last chunk
+    decoded), so it reads whole frames (``RawConnection.receive_frame``) and decodes
+    them typed, rather than the SDK's ``subscribe``, which collects the chunks as dicts."""
     t0 = time.perf_counter()
-    ws, _ = await connect(session, url, f"snap{n}")
+    conn = await connect_raw(url, f"snap{n}", session=session)
     t_hello = time.perf_counter()
-    await send_text(ws, encode({"op": "subscribe", "id": "s", "sub": "all", "patterns": ["**"]}))
+    await conn.send({"op": "subscribe", "id": "s", "sub": "all", "patterns": ["**"]})
     keys = wire = frames = 0
     done = False
     while not done:
-        msg = await ws.receive()
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            raise RuntimeError(f"snapshot: connection ended ({msg.type})")
-        data = msg.data
+        try:
+            data = await conn.receive_frame(timeout=None)
+        except ConnectionClosed as exc:
+            raise RuntimeError(f"snapshot: connection ended ({exc.close_code})") from None
         frames += 1
         wire += len(data) + ws_frame_overhead(len(data))
         for m in decode_frame(data):
@@ -73,7 +75,7 @@ async def snapshot_once(session: aiohttp.ClientSession, url: str, n: int) -> dic
                 keys += len(m.entries)
                 done = done or m.done
     t = time.perf_counter() - t0
-    await ws.close()
+    await conn.close()
     return {
         "seconds": t,
         "hello_s": t_hello - t0,
@@ -94,7 +96,7 @@ async def http_once(session: aiohttp.ClientSession, base: str) -> dict[str, Any]
 async def _bench(hub: HubProcess, n_keys: int, runs: int) -> dict[str, Any]:
     keys = [f"app.writer.k{i:06d}" for i in range(n_keys)]
     async with aiohttp.ClientSession() as session:
-        loader, _ = await connect(session, hub.ws_url, "writer")
+        loader = await connect_raw(hub.ws_url, "writer", session=session)
         load_s = await preload(loader, keys, cam_value)
         rss = hub.rss()
         snaps: list[dict[str, Any]] = []

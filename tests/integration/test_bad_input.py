@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from companion_hub.client import connect_raw
 from companion_hub.core.limits import Limits
 from companion_hub.server.app import HubServer
 
-from .wsclient import Client, RawClient
+from .rawsocket import RawClient
 
 CASES: list[tuple[str, Any, str, bool]] = [
     # (name, what to send, expected code, reply carries the id)
@@ -64,11 +65,11 @@ CASES: list[tuple[str, Any, str, bool]] = [
 
 @pytest.mark.parametrize(("name", "payload", "code", "with_id"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_input(hub: HubServer, name: str, payload: Any, code: str, with_id: bool) -> None:
-    c = await Client.connect(hub.url, "t")
-    await c.ok({"op": "set", "key": "app.t.k", "value": "before"})
+    c = await connect_raw(hub.url, "t")
+    await c.result({"op": "set", "key": "app.t.k", "value": "before"})
     rev = hub.hub.store.rev
     await c.send(payload)
-    m = await c.next()
+    m = await c.receive()
     if with_id:
         assert m["op"] == "result" and m["ok"] is False and m["id"] == "x1", m
         err = m["error"]
@@ -79,12 +80,13 @@ async def test_bad_input(hub: HubServer, name: str, payload: Any, code: str, wit
     assert isinstance(err["message"], str) and err["message"]
     # no state changed, and the connection still works
     assert hub.hub.store.rev == rev
-    assert (await c.ok({"op": "get", "patterns": ["app.t.k"]}))["entries"][0]["value"] == "before"
+    got = await c.result({"op": "get", "patterns": ["app.t.k"]})
+    assert got["entries"][0]["value"] == "before"
     await c.close()
 
 
 async def test_bad_message_inside_a_batch_does_not_stop_the_rest(hub: HubServer) -> None:
-    c = await Client.connect(hub.url, "t")
+    c = await connect_raw(hub.url, "t")
     await c.send(
         [
             {"op": "set", "id": "a", "key": "app.t.x", "value": 1},
@@ -93,10 +95,10 @@ async def test_bad_message_inside_a_batch_does_not_stop_the_rest(hub: HubServer)
             {"op": "set", "id": "c", "key": "app.t.y", "value": 2},
         ]
     )
-    a = await c.next(lambda m: m.get("id") == "a")
-    b = await c.next(lambda m: m.get("id") == "b")
-    bare = await c.next(lambda m: m["op"] == "error")
-    cc = await c.next(lambda m: m.get("id") == "c")
+    a = await c.receive(lambda m: m.get("id") == "a")
+    b = await c.receive(lambda m: m.get("id") == "b")
+    bare = await c.receive(lambda m: m["op"] == "error")
+    cc = await c.receive(lambda m: m.get("id") == "c")
     assert a["ok"] and cc["ok"] and b["error"]["code"] == "BAD_REQUEST"
     assert bare["code"] == "BAD_REQUEST"
     await c.close()
@@ -126,10 +128,10 @@ async def test_no_hello_within_timeout(hub: HubServer, monkeypatch: pytest.Monke
     from companion_hub.server import session
 
     monkeypatch.setattr(session, "HELLO_TIMEOUT_S", 0.2)
-    c = await Client.connect(hub.url, None)
-    err = await c.next(timeout=2)
+    c = await connect_raw(hub.url, None)
+    err = await c.receive(timeout=2)
     assert err["op"] == "error" and err["code"] == "BAD_REQUEST"
-    assert await c.closed_code() == 1008
+    assert await c.wait_closed() == 1008
     await c.close()
 
 
@@ -167,9 +169,9 @@ async def test_client_that_does_not_read_its_replies_is_paused(
 
 async def test_rate_limited(hub_factory) -> None:  # type: ignore[no-untyped-def]
     srv = await hub_factory(limits=Limits(requests_per_second=50))
-    c = await Client.connect(srv.url, "flood")
+    c = await connect_raw(srv.url, "flood")
     await c.send([{"op": "set", "id": str(i), "key": "app.flood.k", "value": i} for i in range(80)])
-    replies = [await c.next(lambda m, i=i: m.get("id") == str(i)) for i in range(80)]
+    replies = [await c.receive(lambda m, i=i: m.get("id") == str(i)) for i in range(80)]
     ok = [r for r in replies if r["ok"]]
     limited = [r for r in replies if not r["ok"]]
     assert 45 <= len(ok) <= 55 and limited
@@ -200,8 +202,8 @@ async def test_subscribe_churn_from_a_client_that_does_not_read_is_bounded(
     from companion_hub.protocol import session as session_mod
 
     monkeypatch.setattr(session_mod, "BARRIER_BACKLOG", 16)
-    w = await Client.connect(hub.url, "w")
-    await w.ok(
+    w = await connect_raw(hub.url, "w")
+    await w.result(
         {"op": "set", "entries": [{"key": f"app.w.k{i}", "value": "x" * 100} for i in range(500)]}
     )
     raw = await RawClient.connect("127.0.0.1", hub.port, limit=2**12)

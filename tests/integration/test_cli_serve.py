@@ -62,14 +62,11 @@ def test_serve_with_config_env_and_flags(tmp_path: Path) -> None:
         assert ready["status"] == "ok" and ready["rev"] >= 1
 
         async def hello() -> dict:
-            import aiohttp
+            from companion_hub.client import connect_raw
 
-            async with (
-                aiohttp.ClientSession() as s,
-                s.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws,
-            ):
-                await ws.send_str('{"op":"hello","id":"1","client":"probe"}')
-                return json.loads((await ws.receive()).data)
+            async with await connect_raw(f"ws://127.0.0.1:{port}/ws", "probe") as conn:
+                assert conn.welcome is not None
+                return conn.welcome
 
         welcome = asyncio.run(hello())
         assert welcome["heartbeat_ms"] == 1234  # from the file; the port came from the flag

@@ -11,11 +11,10 @@ import pytest
 
 from companion_hub.adapters.companion.adapter import CompanionConfig
 from companion_hub.adapters.companion.link import LinkTiming
+from companion_hub.client import connect_raw
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
 from companion_hub.simulator import CompanionSimulator, load_scenario
-
-from .wsclient import Client
 
 SCENARIO = """
 [[pages]]
@@ -136,28 +135,28 @@ async def test_initial_sync(hub: HubServer, sim: CompanionSimulator) -> None:
 
 
 async def test_press_end_to_end(hub: HubServer, sim: CompanionSimulator) -> None:
-    watcher = await Client.connect(hub.url, "watcher")  # type: ignore[attr-defined]
+    watcher = await connect_raw(hub.url, "watcher")  # type: ignore[attr-defined]
     await watcher.subscribe("companion.buttons.1.**", "companion.variables.**")
-    caller = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    caller = await connect_raw(hub.url, "panel")  # type: ignore[attr-defined]
     r = await caller.request(
         {"op": "command", "target": "companion", "name": "press", "params": {"location": "1/0/1"}}
     )
     assert r["ok"], r
     # the counter button increments $(custom:cue): its text and the variable change
-    d = await watcher.next(
+    d = await watcher.receive(
         lambda m: m.get("key") == "companion.buttons.1.0.1" and m["value"]["text"] == "Cue 2"
     )
     assert d["stale"] is False
-    await watcher.next(
+    await watcher.receive(
         lambda m: m.get("key") == "companion.variables.custom.cue" and m["value"] == "2"
     )
     presses = [p for p in sim.presses if p.location == "1/0/1" and p.action == "down"]
     assert len(presses) == 1
     # a latch shows pressed after a press
-    await caller.ok(
+    await caller.result(
         {"op": "command", "target": "companion", "name": "press", "params": {"location": "1/0/0"}}
     )
-    await watcher.next(
+    await watcher.receive(
         lambda m: m.get("key") == "companion.buttons.1.0.0" and m["value"]["pressed"] is True
     )
     await watcher.close()
@@ -165,7 +164,7 @@ async def test_press_end_to_end(hub: HubServer, sim: CompanionSimulator) -> None
 
 
 async def test_commands_and_their_errors(hub: HubServer, sim: CompanionSimulator) -> None:
-    c = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    c = await connect_raw(hub.url, "panel")  # type: ignore[attr-defined]
 
     async def call(command: str, **params: Any) -> dict:
         return await c.request(
@@ -260,7 +259,7 @@ async def test_subscriptions_switched_off_falls_back_to_the_surface(
 async def test_no_duplicate_press_across_a_reconnect(
     hub: HubServer, sim: CompanionSimulator
 ) -> None:
-    c = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    c = await connect_raw(hub.url, "panel")  # type: ignore[attr-defined]
     n0 = len([p for p in sim.presses if p.location == "1/0/0" and p.action == "down"])
     await sim.drop_connections()
     r = await c.request(
@@ -292,7 +291,7 @@ async def test_no_duplicate_press_across_a_reconnect(
 async def test_http_link_down_marks_variables_stale(
     hub: HubServer, sim: CompanionSimulator
 ) -> None:
-    c = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    c = await connect_raw(hub.url, "panel")  # type: ignore[attr-defined]
     sim.http_enabled = False  # every /api request answers 403
     await wait_until(lambda: stale(hub, "companion.variables.custom.cue"), 3, "variables stale")
     assert stale(hub, "companion.connections.obs")
@@ -374,7 +373,7 @@ async def test_transferable_values_and_websocket_transport(sim: CompanionSimulat
         await wait_until(
             lambda: value(srv, "companion.surfaces.hub-stage.outputs.tally") == "hello", 5
         )
-        c = await Client.connect(srv.url, "panel")  # type: ignore[attr-defined]
+        c = await connect_raw(srv.url, "panel")  # type: ignore[attr-defined]
         r = await c.request(
             {
                 "op": "command",
@@ -461,7 +460,7 @@ async def test_device_id_held_by_a_half_open_connection_is_retried(sim: Companio
 async def test_held_button_is_released_when_the_link_comes_back(
     hub: HubServer, sim: CompanionSimulator
 ) -> None:
-    c = await Client.connect(hub.url, "panel")  # type: ignore[attr-defined]
+    c = await connect_raw(hub.url, "panel")  # type: ignore[attr-defined]
     r = await c.request(
         {"op": "command", "target": "companion", "name": "down", "params": {"location": "1/0/1"}}
     )

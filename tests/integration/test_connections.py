@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from companion_hub.client import connect_raw
 from companion_hub.server.listener import raise_fd_limit
 
 from .test_eventlog import free_port, wait_ready
-from .wsclient import Client
 
 
 async def half_open(port: int, source: str = "127.0.0.1") -> tuple[Any, Any]:
@@ -55,8 +55,8 @@ async def test_caps_per_address_and_overall_with_a_clear_reason(hub_factory: Any
         assert b"too many connections from 127.0.0.2" in answer
         assert b"LIMIT_EXCEEDED" in answer
         # another address is still served, over WebSocket too
-        c = await Client.connect(srv.url, "ok")
-        await c.ok({"op": "set", "key": "app.ok.x", "value": 1})
+        c = await connect_raw(srv.url, "ok")
+        await c.result({"op": "set", "key": "app.ok.x", "value": 1})
         more = [await half_open(srv.port, f"127.0.0.{i}") for i in (3, 4, 5, 6)]
         held.extend(more)  # 3 + 1 (c) + 4 = 8: the overall cap is reached
         assert srv.guard.total == 8, srv.guard.by_address
@@ -106,8 +106,8 @@ async def test_more_half_open_connections_than_descriptors_do_not_stop_the_hub(
             with contextlib.suppress(OSError):
                 conns.append(await half_open(port, "127.0.0.2"))
         # a client from elsewhere is served at once
-        c = await Client.connect(f"ws://127.0.0.1:{port}/ws", "operator")
-        r = await c.ok({"op": "set", "key": "app.operator.x", "value": 1})
+        c = await connect_raw(f"ws://127.0.0.1:{port}/ws", "operator")
+        r = await c.result({"op": "set", "key": "app.operator.x", "value": 1})
         assert r["version"] >= 1
         await c.close()
         # the half-open ones are dropped after the header timeout (or refused at once)

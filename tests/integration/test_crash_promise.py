@@ -31,6 +31,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from companion_hub.client import ConnectionClosed, connect_raw
+
 from .test_eventlog import free_port, spawn, wait_ready
 
 KILLS = 5
@@ -57,33 +59,30 @@ class Observed:
 
 
 async def _subscriber(url: str, hub: dict[str, Any], obs: Observed, since: list[int]) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
-        hello: dict[str, Any] = {"op": "hello", "id": "h", "client": "reader"}
-        if hub.get("id") and since[0]:
-            hello["resume"] = {"hub": hub["id"], "rev": since[0]}
-        await ws.send_str(msgspec.json.encode(hello).decode())
+    resume = {"hub": hub["id"], "rev": since[0]} if hub.get("id") and since[0] else None
+    async with await connect_raw(url, "reader", resume=resume) as conn:
+        assert conn.welcome is not None
+        hub["id"] = conn.welcome["hub"]
         sub: dict[str, Any] = {"op": "subscribe", "id": "s", "sub": "s", "patterns": ["app.w.**"]}
         if since[0]:
             sub["since"] = since[0]
-        await ws.send_str(msgspec.json.encode(sub).decode())
-        async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                break
-            doc = msgspec.json.decode(msg.data)
-            for m in doc if isinstance(doc, list) else [doc]:
-                op = m.get("op")
-                if op == "welcome":
-                    hub["id"] = m["hub"]
-                elif op == "snapshot":
-                    for e in m["entries"]:
-                        obs.see(e["rev"], e["key"], e["version"], e["value"], change=False)
-                    since[0] = max(since[0], m["rev"])
-                elif op == "delta":
-                    value = DELETED if m.get("deleted") else m["value"]
-                    obs.see(m["rev"], m["key"], m["version"], value, change=not m.get("stale"))
-                    since[0] = max(since[0], m["rev"])
-                elif op == "progress":
-                    since[0] = max(since[0], m["rev"])
+        await conn.send(sub)
+        while True:
+            try:
+                m = await conn.receive(timeout=None)
+            except ConnectionClosed:
+                return
+            op = m.get("op")
+            if op == "snapshot":
+                for e in m["entries"]:
+                    obs.see(e["rev"], e["key"], e["version"], e["value"], change=False)
+                since[0] = max(since[0], m["rev"])
+            elif op == "delta":
+                value = DELETED if m.get("deleted") else m["value"]
+                obs.see(m["rev"], m["key"], m["version"], value, change=not m.get("stale"))
+                since[0] = max(since[0], m["rev"])
+            elif op == "progress":
+                since[0] = max(since[0], m["rev"])
 
 
 async def _writer(url: str, run: int, fresh_from: int, obs: Observed) -> None:
@@ -91,8 +90,7 @@ async def _writer(url: str, run: int, fresh_from: int, obs: Observed) -> None:
     (``app.w.f<m>``) from ``fresh_from`` on; every value is unique."""
     n = 0
     m = fresh_from
-    async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
-        await ws.send_str('{"op":"hello","id":"h","client":"w"}')
+    async with await connect_raw(url, "w") as conn:
         pending: dict[str, tuple[str, Any]] = {}
         while True:
             batch = []
@@ -112,20 +110,19 @@ async def _writer(url: str, run: int, fresh_from: int, obs: Observed) -> None:
                         value = f"{run}:{n}"
                         batch.append({"op": "set", "id": rid, "key": key, "value": value})
                 pending[rid] = (key, value)
-            await ws.send_str(msgspec.json.encode(batch).decode())
+            await conn.send(batch)
             while pending:
-                msg = await ws.receive()
-                if msg.type is not aiohttp.WSMsgType.TEXT:
+                try:
+                    r = await conn.receive(timeout=None)
+                except ConnectionClosed:
                     return
-                doc = msgspec.json.decode(msg.data)
-                for r in doc if isinstance(doc, list) else [doc]:
-                    if r.get("op") != "result" or r.get("id") not in pending:
-                        continue
-                    key, value = pending.pop(r["id"])
-                    if r["ok"] and "version" in r["result"]:
-                        res = r["result"]
-                        obs.see(res["rev"], key, res["version"], value, change=True)
-                        obs.acked.append((res["rev"], key, res["version"], value))
+                if r.get("op") != "result" or r.get("id") not in pending:
+                    continue
+                key, value = pending.pop(r["id"])
+                if r["ok"] and "version" in r["result"]:
+                    res = r["result"]
+                    obs.see(res["rev"], key, res["version"], value, change=True)
+                    obs.acked.append((res["rev"], key, res["version"], value))
 
 
 async def _durable(port: int, seen: list[int]) -> None:

@@ -16,11 +16,12 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from companion_hub.client import RawConnection, connect_raw
 from companion_hub.core.limits import Limits
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
 
-from .wsclient import Client, RawClient
+from .rawsocket import RawClient
 
 View = dict[str, tuple[Any, int, bool]]
 
@@ -77,10 +78,10 @@ def hub_view(srv: HubServer, prefix: str = "app.") -> View:
     }
 
 
-async def read_until(c: Client, mirror: Mirror, done: Any, timeout: float = 10) -> None:
+async def read_until(c: RawConnection, mirror: Mirror, done: Any, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not done():
-            m = await c.next(lambda m: m["op"] in ("delta", "progress"))
+            m = await c.receive(lambda m: m["op"] in ("delta", "progress"))
             mirror.apply(m)
 
 
@@ -88,7 +89,7 @@ async def read_until(c: Client, mirror: Mirror, done: Any, timeout: float = 10) 
 
 
 async def _writer(url: str, name: str, keys: int, stop: asyncio.Event, log: list) -> None:
-    c = await Client.connect(url, name)
+    c = await connect_raw(url, name)
     counter = itertools.count()
     while not stop.is_set():
         batch = []
@@ -99,7 +100,7 @@ async def _writer(url: str, name: str, keys: int, stop: asyncio.Event, log: list
             )
         await c.send(batch)
         for msg in batch:
-            r = await c.next(lambda m, i=msg["id"]: m.get("id") == i)
+            r = await c.receive(lambda m, i=msg["id"]: m.get("id") == i)
             assert r["ok"], r
             log.append((msg["key"], r["result"]["version"], r["result"]["rev"]))
     await c.close()
@@ -109,10 +110,10 @@ async def test_handoff_under_concurrent_writers(hub: HubServer) -> None:
     stop = asyncio.Event()
     log: list[tuple[str, int, int]] = []
     writers = [asyncio.create_task(_writer(hub.url, f"w{i}", 15, stop, log)) for i in range(3)]
-    subscribers: list[tuple[Client, Mirror]] = []
+    subscribers: list[tuple[RawConnection, Mirror]] = []
     for _ in range(4):  # subscribe at different moments while the writers are busy
         await asyncio.sleep(0.15)
-        c = await Client.connect(hub.url, f"sub{len(subscribers)}")
+        c = await connect_raw(hub.url, f"sub{len(subscribers)}")
         m = Mirror()
         rev, entries = await c.subscribe("app.**")
         m.apply_snapshot(rev, "full", entries, [])
@@ -164,13 +165,13 @@ async def test_paused_reader_is_bounded_and_does_not_slow_others(hub_factory) ->
     got: list[dict] = []
     while not any(m.get("op") == "snapshot" for m in got):
         got.extend(await slow.recv())
-    fast = await Client.connect(srv.url, "fast")
+    fast = await connect_raw(srv.url, "fast")
     fm = Mirror()
     rev, entries = await fast.subscribe("app.**")
     fm.apply_snapshot(rev, "full", entries, [])
     session = srv.hub.sessions["slow"]
     config: HubConfig = srv.config
-    writer = await Client.connect(srv.url, "w")
+    writer = await connect_raw(srv.url, "w")
     stop = asyncio.Event()
     n_written = 0
     max_queue = 0
@@ -187,13 +188,13 @@ async def test_paused_reader_is_bounded_and_does_not_slow_others(hub_factory) ->
             n += 100
             await writer.send(batch)
             last = batch[-1]["id"]
-            await writer.next(lambda m, last=last: m.get("id") == last)  # as fast as accepted
+            await writer.receive(lambda m, last=last: m.get("id") == last)  # as fast as accepted
             writer.inbox.clear()
         n_written = n
 
     async def fast_reader() -> None:
         while True:
-            m = await fast.next(lambda m: m["op"] == "delta")
+            m = await fast.receive(lambda m: m["op"] == "delta")
             fm.apply(m)
 
     wt = asyncio.create_task(write())
@@ -249,7 +250,7 @@ OPS = st.lists(
 )
 
 
-async def _apply_ops(c: Client, ops: list[tuple[int, str, int]]) -> None:
+async def _apply_ops(c: RawConnection, ops: list[tuple[int, str, int]]) -> None:
     for k, action, v in ops:
         msg: dict[str, Any] = {"op": action, "key": f"app.w.k{k}"}
         if action == "set":
@@ -263,9 +264,9 @@ async def _resume_scenario(before: list, during: list, drop_after: int, history:
     await srv.start()
     url = f"ws://127.0.0.1:{srv.port}/ws"
     try:
-        writer = await Client.connect(url, "w")
+        writer = await connect_raw(url, "w")
         await _apply_ops(writer, before)
-        reader = await Client.connect(url, "r")
+        reader = await connect_raw(url, "r")
         m = Mirror()
         rev, entries = await reader.subscribe("app.**")
         m.apply_snapshot(rev, "full", entries, [])
@@ -275,22 +276,22 @@ async def _resume_scenario(before: list, during: list, drop_after: int, history:
         processed = 0
         while processed < drop_after:
             try:
-                msg = await reader.next(lambda x: x["op"] in ("delta", "progress"), timeout=0.1)
+                msg = await reader.receive(lambda x: x["op"] in ("delta", "progress"), timeout=0.1)
             except TimeoutError:
                 break
             m.apply(msg)
             processed += 1
         reader.ws._response.connection.transport.abort()  # type: ignore[union-attr]
-        await reader.http.close()
+        await reader.close()  # nothing left to close on the wire: it just frees the session
         await _apply_ops(writer, during[len(during) // 2 :])
-        again = await Client.connect(url, "r", resume={"hub": reader.welcome["hub"], "rev": m.rev})
+        again = await connect_raw(url, "r", resume={"hub": reader.welcome["hub"], "rev": m.rev})
         rid = again.new_id()
         await again.send(
             {"op": "subscribe", "id": rid, "sub": "s", "patterns": ["app.**"], "since": m.rev}
         )
         entries, removed = [], []
         while True:
-            snap = await again.next(lambda x: x.get("id") == rid)
+            snap = await again.receive(lambda x: x.get("id") == rid)
             entries += snap["entries"]
             removed += snap["removed"]
             if snap["done"]:
@@ -300,7 +301,7 @@ async def _resume_scenario(before: list, during: list, drop_after: int, history:
         m.apply_snapshot(snap["rev"], snap["mode"], entries, removed)
         target = hub_view(srv)
         await read_until(again, m, lambda: m.view == target, timeout=5)
-        fresh = await again.ok({"op": "get", "patterns": ["app.**"]})
+        fresh = await again.result({"op": "get", "patterns": ["app.**"]})
         assert m.view == {
             e["key"]: (e["value"], e["version"], e["stale"]) for e in fresh["entries"]
         }
@@ -323,25 +324,25 @@ def test_resume_equals_fresh_snapshot(
 
 async def test_idle_subscriber_gets_progress(hub_factory) -> None:  # type: ignore[no-untyped-def]
     srv = await hub_factory(heartbeat_ms=150)
-    idle = await Client.connect(srv.url, "idle")
+    idle = await connect_raw(srv.url, "idle")
     rev0, _ = await idle.subscribe("app.quiet.**")
-    writer = await Client.connect(srv.url, "w")
+    writer = await connect_raw(srv.url, "w")
     for i in range(5):
-        await writer.ok({"op": "set", "key": "app.w.x", "value": i})
+        await writer.result({"op": "set", "key": "app.w.x", "value": i})
     hub_rev = srv.hub.store.rev
-    p = await idle.next(lambda m: m["op"] == "progress", timeout=2)
+    p = await idle.receive(lambda m: m["op"] == "progress", timeout=2)
     assert p["rev"] >= hub_rev > rev0
     assert not [m for m in idle.inbox if m["op"] == "delta"]
     # resuming from the progress rev is incremental and empty
-    again = await Client.connect(srv.url, "idle2", resume={"hub": srv.hub.hub_id, "rev": p["rev"]})
+    again = await connect_raw(srv.url, "idle2", resume={"hub": srv.hub.hub_id, "rev": p["rev"]})
     rid = again.new_id()
     await again.send(
         {"op": "subscribe", "id": rid, "sub": "s", "patterns": ["app.quiet.**"], "since": p["rev"]}
     )
-    snap = await again.next(lambda m: m.get("id") == rid)
+    snap = await again.receive(lambda m: m.get("id") == rid)
     assert snap["mode"] == "incremental" and snap["entries"] == [] and snap["removed"] == []
     # no second progress while nothing moves
     with __import__("pytest").raises(TimeoutError):
-        await idle.next(lambda m: m["op"] == "progress" and m["rev"] == p["rev"], timeout=0.5)
+        await idle.receive(lambda m: m["op"] == "progress" and m["rev"] == p["rev"], timeout=0.5)
     for c in (idle, writer, again):
         await c.close()

@@ -17,10 +17,9 @@ from typing import Any
 
 import msgspec
 
+from companion_hub.client import connect_raw
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-
-from .wsclient import Client
 
 
 async def start(data_dir: Path, **cfg: Any) -> HubServer:
@@ -41,12 +40,12 @@ def view(srv: HubServer, prefix: str = "app.") -> dict[str, tuple[Any, int, bool
 
 async def test_restart_recovers_values_versions_revs_and_hub_id(tmp_path: Path) -> None:
     a = await start(tmp_path)
-    c = await Client.connect(a.url, "tally")  # type: ignore[attr-defined]
-    await c.ok({"op": "set", "key": "app.tally.x", "value": {"n": 1}})
-    await c.ok({"op": "set", "key": "app.tally.x", "value": {"n": 2}})
-    await c.ok({"op": "set", "key": "app.tally.gone", "value": 1})
-    await c.ok({"op": "delete", "key": "app.tally.gone"})
-    await c.ok({"op": "set", "key": "app.tally.y", "value": "y"})
+    c = await connect_raw(a.url, "tally")  # type: ignore[attr-defined]
+    await c.result({"op": "set", "key": "app.tally.x", "value": {"n": 1}})
+    await c.result({"op": "set", "key": "app.tally.x", "value": {"n": 2}})
+    await c.result({"op": "set", "key": "app.tally.gone", "value": 1})
+    await c.result({"op": "delete", "key": "app.tally.gone"})
+    await c.result({"op": "set", "key": "app.tally.y", "value": "y"})
     await c.close()
     await asyncio.sleep(0.05)
     hub_id, rev_before = a.hub.hub_id, a.hub.store.rev
@@ -66,12 +65,12 @@ async def test_restart_recovers_values_versions_revs_and_hub_id(tmp_path: Path) 
         assert all(stale for _, _, stale in after.values())  # until their owner returns
         assert b.hub.store.get("hub.info").version > info_version  # type: ignore[union-attr]
         assert b.hub.store.get("hub.clients.tally") is None  # the hub's keys are rebuilt
-        c = await Client.connect(b.url, "tally")  # type: ignore[attr-defined]
+        c = await connect_raw(b.url, "tally")  # type: ignore[attr-defined]
         assert c.welcome["hub"] == hub_id
-        r = await c.ok({"op": "set", "key": "app.tally.x", "value": {"n": 2}})
+        r = await c.result({"op": "set", "key": "app.tally.x", "value": {"n": 2}})
         assert r["version"] == 2 and r["rev"] > rev_before
         assert view(b)["app.tally.x"] == ({"n": 2}, 2, False)
-        again = await c.ok({"op": "set", "key": "app.tally.gone", "value": 5})
+        again = await c.result({"op": "set", "key": "app.tally.gone", "value": 5})
         assert again["version"] == 3  # never reused, across a restart too
         await c.close()
     finally:
@@ -80,21 +79,21 @@ async def test_restart_recovers_values_versions_revs_and_hub_id(tmp_path: Path) 
 
 async def test_incremental_resume_across_a_restart(tmp_path: Path) -> None:
     a = await start(tmp_path)
-    w = await Client.connect(a.url, "w")  # type: ignore[attr-defined]
+    w = await connect_raw(a.url, "w")  # type: ignore[attr-defined]
     for i in range(5):
-        await w.ok({"op": "set", "key": f"app.w.k{i}", "value": i})
-    r = await Client.connect(a.url, "r")  # type: ignore[attr-defined]
+        await w.result({"op": "set", "key": f"app.w.k{i}", "value": i})
+    r = await connect_raw(a.url, "r")  # type: ignore[attr-defined]
     since, _ = await r.subscribe("app.**")
     hub_id = r.welcome["hub"]
     await r.close()
-    await w.ok({"op": "set", "key": "app.w.k1", "value": 100})
-    await w.ok({"op": "delete", "key": "app.w.k2"})
+    await w.result({"op": "set", "key": "app.w.k1", "value": 100})
+    await w.result({"op": "delete", "key": "app.w.k2"})
     await w.close()
     await a.stop()
 
     b = await start(tmp_path)
     try:
-        r = await Client.connect(b.url, "r", resume={"hub": hub_id, "rev": since})  # type: ignore[attr-defined]
+        r = await connect_raw(b.url, "r", resume={"hub": hub_id, "rev": since})  # type: ignore[attr-defined]
         assert r.welcome["limits"]["oldest_rev"] <= since
         snap = await r.request(
             {"op": "subscribe", "sub": "s", "patterns": ["app.**"], "since": since}
@@ -167,7 +166,7 @@ async def test_sigkill_under_write_load_recovers_a_committed_state(tmp_path: Pat
     durable_seen = 0
     try:
         await wait_ready(port, proc)
-        w = await Client.connect(f"ws://127.0.0.1:{port}/ws", "w")
+        w = await connect_raw(f"ws://127.0.0.1:{port}/ws", "w")
         stop = asyncio.Event()
 
         async def write() -> None:
@@ -181,7 +180,7 @@ async def test_sigkill_under_write_load_recovers_a_committed_state(tmp_path: Pat
                     n += 1
                 await w.send(batch)
                 for m in batch:
-                    r = await w.next(lambda x, i=m["id"]: x.get("id") == i)
+                    r = await w.receive(lambda x, i=m["id"]: x.get("id") == i)
                     acked[m["key"]] = (r["result"]["version"], r["result"]["rev"])
 
         task = asyncio.create_task(write())
@@ -196,7 +195,7 @@ async def test_sigkill_under_write_load_recovers_a_committed_state(tmp_path: Pat
         stop.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await w.http.close()
+        await w.close()  # the hub is gone: this only frees the client's side
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -231,10 +230,10 @@ async def test_sigkill_under_write_load_recovers_a_committed_state(tmp_path: Pat
 
 async def test_retention_keeps_the_resume_window_and_drops_older(tmp_path: Path) -> None:
     a = await start(tmp_path, log_snapshot_every=100, log_retention_changes=150)
-    w = await Client.connect(a.url, "w")  # type: ignore[attr-defined]
+    w = await connect_raw(a.url, "w")  # type: ignore[attr-defined]
     for i in range(600):
         await w.send({"op": "set", "key": f"app.w.k{i % 20}", "value": i})
-    await w.ok({"op": "get", "patterns": ["app.w.k0"]})
+    await w.result({"op": "get", "patterns": ["app.w.k0"]})
     await w.close()
     await asyncio.sleep(0.3)
     await a.stop()
@@ -248,7 +247,7 @@ async def test_retention_keeps_the_resume_window_and_drops_older(tmp_path: Path)
     b = await start(tmp_path)
     try:
         assert len(view(b)) == 20
-        r = await Client.connect(b.url, "r", resume={"hub": b.hub.hub_id, "rev": lo - 1})  # type: ignore[attr-defined]
+        r = await connect_raw(b.url, "r", resume={"hub": b.hub.hub_id, "rev": lo - 1})  # type: ignore[attr-defined]
         assert r.welcome["limits"]["oldest_rev"] == lo - 1
         inc = await r.request({"op": "subscribe", "sub": "a", "patterns": ["app.**"], "since": lo})
         assert inc["mode"] == "incremental"
@@ -277,13 +276,13 @@ async def test_a_stalled_disk_neither_stalls_the_loop_nor_grows_memory(tmp_path:
             peak = max(peak, a.hub.event_log.pending)
 
     p = asyncio.create_task(probe())
-    w = await Client.connect(a.url, "w")  # type: ignore[attr-defined]
+    w = await connect_raw(a.url, "w")  # type: ignore[attr-defined]
     total = 10_000
     for i in range(0, total, 100):
         await w.send(
             [{"op": "set", "key": f"app.w.k{(i + j) % 50}", "value": i + j} for j in range(100)]
         )
-    last = await w.ok({"op": "get", "patterns": ["app.w.k0"]}, timeout=60)
+    last = await w.result({"op": "get", "patterns": ["app.w.k0"]}, timeout=60)
     p.cancel()
     await asyncio.gather(p, return_exceptions=True)
     lags.sort()
@@ -303,15 +302,15 @@ async def test_a_stalled_disk_neither_stalls_the_loop_nor_grows_memory(tmp_path:
 
 async def test_events_commands_and_sessions_are_recorded(tmp_path: Path) -> None:
     a = await start(tmp_path)
-    owner = await Client.connect(a.url, "panel")  # type: ignore[attr-defined]
-    caller = await Client.connect(a.url, "tally")  # type: ignore[attr-defined]
-    await owner.ok({"op": "publish", "key": "app.panel.button", "data": {"n": 3}})
+    owner = await connect_raw(a.url, "panel")  # type: ignore[attr-defined]
+    caller = await connect_raw(a.url, "tally")  # type: ignore[attr-defined]
+    await owner.result({"op": "publish", "key": "app.panel.button", "data": {"n": 3}})
     await caller.send(
         {"op": "command", "id": "c", "target": "app.panel", "name": "reset", "params": {"x": 1}}
     )
-    cmd = await owner.next(lambda m: m["op"] == "command")
+    cmd = await owner.receive(lambda m: m["op"] == "command")
     await owner.send({"op": "reply", "id": cmd["id"], "ok": True, "result": {"done": 1}})
-    await caller.next(lambda m: m.get("id") == "c")
+    await caller.receive(lambda m: m.get("id") == "c")
     await caller.close()
     await owner.close()
     await asyncio.sleep(0.1)
@@ -333,9 +332,9 @@ async def test_api_log_on_a_live_hub(tmp_path: Path) -> None:
     import aiohttp
 
     a = await start(tmp_path)
-    c = await Client.connect(a.url, "tally")  # type: ignore[attr-defined]
+    c = await connect_raw(a.url, "tally")  # type: ignore[attr-defined]
     for i in range(3):
-        await c.ok({"op": "set", "key": "app.tally.x", "value": i})
+        await c.result({"op": "set", "key": "app.tally.x", "value": i})
     await asyncio.to_thread(a.hub.event_log.flushed.wait, 2)  # type: ignore[union-attr]
     await asyncio.sleep(0.1)
     async with aiohttp.ClientSession() as http:
@@ -369,10 +368,10 @@ async def test_one_hub_per_data_directory(tmp_path: Path) -> None:
 
 async def test_hub_keys_are_rebuilt_and_resumers_see_them_go(tmp_path: Path) -> None:
     a = await start(tmp_path)
-    gone = await Client.connect(a.url, "gone")  # type: ignore[attr-defined]
+    gone = await connect_raw(a.url, "gone")  # type: ignore[attr-defined]
     await gone.close()
     await asyncio.sleep(0.05)
-    watcher = await Client.connect(a.url, "watcher")  # type: ignore[attr-defined]
+    watcher = await connect_raw(a.url, "watcher")  # type: ignore[attr-defined]
     since, entries = await watcher.subscribe("hub.clients.gone")
     assert [e["value"]["connected"] for e in entries] == [False]
     hub_id = watcher.welcome["hub"]
@@ -381,7 +380,7 @@ async def test_hub_keys_are_rebuilt_and_resumers_see_them_go(tmp_path: Path) -> 
     b = await start(tmp_path)
     try:
         assert b.hub.store.get("hub.clients.gone") is None
-        r = await Client.connect(b.url, "watcher", resume={"hub": hub_id, "rev": since})  # type: ignore[attr-defined]
+        r = await connect_raw(b.url, "watcher", resume={"hub": hub_id, "rev": since})  # type: ignore[attr-defined]
         snap = await r.request(
             {"op": "subscribe", "sub": "s", "patterns": ["hub.clients.gone"], "since": since}
         )
@@ -402,10 +401,10 @@ async def test_restart_after_a_crash_queues_no_stale_flips_ahead_of_writes(
     proc = spawn(data, port)
     try:
         await wait_ready(port, proc)
-        w = await Client.connect(f"ws://127.0.0.1:{port}/ws", "w")
+        w = await connect_raw(f"ws://127.0.0.1:{port}/ws", "w")
         for start_at in range(0, 20_000, 500):
             entries = [{"key": f"app.w.k{i}", "value": i} for i in range(start_at, start_at + 500)]
-            await w.ok({"op": "set", "entries": entries})
+            await w.result({"op": "set", "entries": entries})
         for _ in range(200):  # wait until the log has it all
             got = await asyncio.to_thread(ready, port)
             if got and got["log_pending"] == 0 and got["durable_rev"] >= 40:
@@ -413,7 +412,7 @@ async def test_restart_after_a_crash_queues_no_stale_flips_ahead_of_writes(
             await asyncio.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)  # w is connected: its keys are fresh in the log
         proc.wait(5)
-        await w.http.close()
+        await w.close()  # the hub is gone: this only frees the client's side
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -424,8 +423,8 @@ async def test_restart_after_a_crash_queues_no_stale_flips_ahead_of_writes(
         assert rec.flipped == 20_000
         assert all(stale for _, _, stale in view(b).values())
         assert b.hub.event_log is not None and b.hub.event_log.pending < 100
-        c = await Client.connect(b.url, "w")  # type: ignore[attr-defined]
-        r = await c.ok({"op": "set", "key": "app.w.k1", "value": "again"})
+        c = await connect_raw(b.url, "w")  # type: ignore[attr-defined]
+        r = await c.result({"op": "set", "key": "app.w.k1", "value": "again"})
         assert r["version"] > rec.version_floor  # above every version of the lost window
         for _ in range(400):
             if b.hub.event_log.durable_rev >= r["rev"]:
@@ -433,7 +432,7 @@ async def test_restart_after_a_crash_queues_no_stale_flips_ahead_of_writes(
             await asyncio.sleep(0.025)
         assert b.hub.event_log.durable_rev >= r["rev"]
         # a client resuming from before the restart gets a full snapshot, all stale
-        rd = await Client.connect(b.url, "r", resume={"hub": b.hub.hub_id, "rev": rec.logged_rev})  # type: ignore[attr-defined]
+        rd = await connect_raw(b.url, "r", resume={"hub": b.hub.hub_id, "rev": rec.logged_rev})  # type: ignore[attr-defined]
         snap = await rd.request(
             {"op": "subscribe", "sub": "s", "patterns": ["app.w.k2"], "since": rec.logged_rev}
         )

@@ -25,12 +25,11 @@ import aiohttp
 import msgspec
 import pytest
 
+from companion_hub.client import connect_raw
 from companion_hub.core.store import Entry
 from companion_hub.eventlog.store import EventLog, LogSettings
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-
-from .wsclient import Client
 
 MAX_PENDING = 2_000
 # What may be acknowledged beyond durable_rev on top of max_pending while the writers
@@ -142,7 +141,7 @@ class Acks:
 
 async def write_all(url: str, writer: int, acks: Acks) -> None:
     """Set PER_WRITER values as fast as the hub takes them, FRAME messages a frame."""
-    c = await Client.connect(url, f"w{writer}")
+    c = await connect_raw(url, f"w{writer}")
     try:
         for start in range(0, PER_WRITER, FRAME):
             msgs = [
@@ -156,7 +155,7 @@ async def write_all(url: str, writer: int, acks: Acks) -> None:
             ]
             await c.send(msgs)
             for m in msgs:
-                r = await c.next(lambda x, rid=m["id"]: x.get("id") == rid, timeout=300)
+                r = await c.receive(lambda x, rid=m["id"]: x.get("id") == rid, timeout=300)
                 assert r["op"] == "result" and r["ok"], r
                 rev = r["result"]["rev"]
                 acks.revs.append(rev)

@@ -15,14 +15,13 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from companion_hub.client import RawConnection, connect_raw
 from companion_hub.eventlog import query as q
 from companion_hub.eventlog import tools
 from companion_hub.eventlog.http_api import add_log_routes
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
 from tests.unit.test_eventlog_query import RECORDS, T0, apply_retention, build_scenario
-
-from .wsclient import Client
 
 
 @pytest.fixture
@@ -414,11 +413,13 @@ async def test_api_without_a_log(
 # --- replay into a live hub ---------------------------------------------------------------
 
 
-async def _deltas(c: Client, n: int, timeout: float = 10) -> list[tuple[float, dict[str, Any]]]:
+async def _deltas(
+    c: RawConnection, n: int, timeout: float = 10
+) -> list[tuple[float, dict[str, Any]]]:
     loop = asyncio.get_running_loop()
     got = []
     for _ in range(n):
-        m = await c.next(lambda m: m.get("op") == "delta", timeout=timeout)
+        m = await c.receive(lambda m: m.get("op") == "delta", timeout=timeout)
         got.append((loop.time(), m))
     return got
 
@@ -426,7 +427,7 @@ async def _deltas(c: Client, n: int, timeout: float = 10) -> list[tuple[float, d
 async def test_replay_preserves_order_and_timing(db: str) -> None:
     async with HubServer(HubConfig(port=0)) as srv:
         url = f"ws://127.0.0.1:{srv.port}/ws"
-        watcher = await Client.connect(url, client="watcher")
+        watcher = await connect_raw(url, "watcher")
         try:
             snap = await watcher.request(
                 {"op": "subscribe", "sub": "s", "patterns": ["app.replayer.replay.**"]}

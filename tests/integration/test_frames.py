@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .wsclient import RawClient
+from .rawsocket import RawClient
 
 
 async def hello(raw: RawClient, client: str = "t") -> None:

@@ -12,10 +12,9 @@ from typing import Any
 
 import aiohttp
 
+from companion_hub.client import connect_raw
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-
-from .wsclient import Client
 
 
 async def start(data_dir: Path | str | None = None, **cfg: Any) -> HubServer:
@@ -33,22 +32,22 @@ def is_delta(key: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
 
 async def test_deltas_carry_owner_and_stale_since(hub_factory: Callable[..., Any]) -> None:
     hub = await hub_factory()
-    w = await Client.connect(hub.url, "w")
-    r = await Client.connect(hub.url, "r")
+    w = await connect_raw(hub.url, "w")
+    r = await connect_raw(hub.url, "r")
     await r.subscribe("app.w.**")
-    await w.ok({"op": "set", "key": "app.w.a", "value": 1})
-    d = await r.next(is_delta("app.w.a"))
+    await w.result({"op": "set", "key": "app.w.a", "value": 1})
+    d = await r.receive(is_delta("app.w.a"))
     assert (d["owner"], d["stale"], d["version"]) == ("app.w", False, 1)
     assert "stale_since" not in d
     value_ts = d["ts"]
-    await w.ok({"op": "set", "key": "app.w.b", "value": 2})
-    await w.ok({"op": "delete", "key": "app.w.b"})
-    gone = await r.next(is_delta("app.w.b", deleted=True))
+    await w.result({"op": "set", "key": "app.w.b", "value": 2})
+    await w.result({"op": "delete", "key": "app.w.b"})
+    gone = await r.receive(is_delta("app.w.b", deleted=True))
     assert gone["owner"] == "app.w" and gone["version"] == 2
 
     before = int(time.time() * 1000)
     await w.close()  # the owner leaves: its key goes stale, with the time it did
-    d = await r.next(is_delta("app.w.a", stale=True))
+    d = await r.receive(is_delta("app.w.a", stale=True))
     after = int(time.time() * 1000)
     assert d["owner"] == "app.w" and d["version"] == 1
     assert before - 1000 <= d["stale_since"] <= after + 1000
@@ -57,16 +56,16 @@ async def test_deltas_carry_owner_and_stale_since(hub_factory: Callable[..., Any
     # a snapshot, a get and the HTTP API say the same
     _, entries = await r.subscribe("app.w.a", sub="again")
     assert entries[0]["stale"] is True and entries[0]["stale_since"] == d["stale_since"]
-    got = await r.ok({"op": "get", "patterns": ["app.w.a"]})
+    got = await r.result({"op": "get", "patterns": ["app.w.a"]})
     assert got["entries"][0]["stale_since"] == d["stale_since"]
     url = f"http://127.0.0.1:{hub.port}/api/state/app.w.a"
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert (await resp.json())["stale_since"] == d["stale_since"]
 
     # the owner writes it again (an equal value): fresh, and stale_since is gone
-    w2 = await Client.connect(hub.url, "w")
-    await w2.ok({"op": "set", "key": "app.w.a", "value": 1})
-    d = await r.next(is_delta("app.w.a", stale=False))
+    w2 = await connect_raw(hub.url, "w")
+    await w2.result({"op": "set", "key": "app.w.a", "value": 1})
+    d = await r.receive(is_delta("app.w.a", stale=False))
     assert "stale_since" not in d and d["version"] == 1
     await w2.close()
     await r.close()
@@ -74,8 +73,8 @@ async def test_deltas_carry_owner_and_stale_since(hub_factory: Callable[..., Any
 
 async def test_stale_since_survives_a_restart(tmp_path: Path) -> None:
     a = await start(tmp_path)
-    w = await Client.connect(a.url, "w")
-    await w.ok({"op": "set", "key": "app.w.a", "value": 1})
+    w = await connect_raw(a.url, "w")
+    await w.result({"op": "set", "key": "app.w.a", "value": 1})
     await w.close()
     deadline = time.monotonic() + 30
     while not (e := a.hub.store.get("app.w.a")) or not e.stale:
@@ -88,7 +87,7 @@ async def test_stale_since_survives_a_restart(tmp_path: Path) -> None:
 
     b = await start(tmp_path)
     try:
-        r = await Client.connect(b.url, "r")
+        r = await connect_raw(b.url, "r")
         _, entries = await r.subscribe("app.w.a")
         assert entries[0]["stale"] is True and entries[0]["stale_since"] == since
         await r.close()
@@ -101,7 +100,7 @@ async def test_durable_write_is_answered_once_on_disk(tmp_path: Path) -> None:
     try:
         log = srv.hub.event_log
         assert log is not None
-        w = await Client.connect(srv.url, "w")
+        w = await connect_raw(srv.url, "w")
         log.write_delay = 0.3  # a slow disk: every batch takes 0.3 s
         for op in (
             {"op": "set", "key": "app.w.a", "value": 1, "durable": True},
@@ -118,11 +117,13 @@ async def test_durable_write_is_answered_once_on_disk(tmp_path: Path) -> None:
 
         # without durable, the reply does not wait for the disk
         log.write_delay = 1.0
-        res = await w.ok({"op": "set", "key": "app.w.c", "value": 3})
+        res = await w.result({"op": "set", "key": "app.w.c", "value": 3})
         assert log.durable_rev < res["rev"]
         log.write_delay = 0.0
         # an equal write with durable waits for the value's own revision
-        res2 = await w.ok({"op": "set", "key": "app.w.c", "value": 3, "durable": True}, timeout=30)
+        res2 = await w.result(
+            {"op": "set", "key": "app.w.c", "value": 3, "durable": True}, timeout=30
+        )
         assert res2 == res and log.durable_rev >= res["rev"]
         await w.close()
     finally:
@@ -133,10 +134,10 @@ async def test_durable_without_a_disk_log_is_answered_at_once(
     hub_factory: Callable[..., Any],
 ) -> None:
     for hub in (await hub_factory(), await hub_factory(data_dir=":memory:")):
-        w = await Client.connect(hub.url, "w")
-        res = await w.ok({"op": "set", "key": "app.w.a", "value": 1, "durable": True})
+        w = await connect_raw(hub.url, "w")
+        res = await w.result({"op": "set", "key": "app.w.a", "value": 1, "durable": True})
         assert res["version"] == 1
-        res = await w.ok({"op": "delete", "key": "app.w.a", "durable": True})
+        res = await w.result({"op": "delete", "key": "app.w.a", "durable": True})
         assert res["version"] == 2
         await w.close()
 
@@ -146,11 +147,11 @@ async def test_log_pages_by_an_opaque_cursor_and_tails(tmp_path: Path) -> None:
     try:
         log = srv.hub.event_log
         assert log is not None
-        w = await Client.connect(srv.url, "w")
+        w = await connect_raw(srv.url, "w")
         for i in range(5):
-            await w.ok({"op": "set", "key": f"app.w.k{i}", "value": i})
+            await w.result({"op": "set", "key": f"app.w.k{i}", "value": i})
             for j in range(3):  # events do not move the revision
-                await w.ok({"op": "publish", "key": "app.w.ev", "data": {"i": i, "j": j}})
+                await w.result({"op": "publish", "key": "app.w.ev", "data": {"i": i, "j": j}})
 
         async def flushed(n: int) -> None:
             deadline = time.monotonic() + 30
@@ -180,7 +181,7 @@ async def test_log_pages_by_an_opaque_cursor_and_tails(tmp_path: Path) -> None:
             async with http.get(url, params=params) as resp:
                 body = await resp.json()
             assert body["records"] == [] and body["next"] == params["after"]
-            await w.ok({"op": "publish", "key": "app.w.ev", "data": {"late": True}})
+            await w.result({"op": "publish", "key": "app.w.ev", "data": {"late": True}})
             deadline = time.monotonic() + 30
             while True:  # until the writer thread has it on disk
                 async with http.get(url, params=params) as resp:

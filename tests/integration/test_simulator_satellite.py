@@ -91,6 +91,9 @@ class TcpClient:
 
 
 class WsClient:
+    """Companion's Satellite protocol over WebSocket, to the simulator: not the hub's
+    protocol, so not the SDK's business."""
+
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.session, self.ws = session, ws
         self.frames: list[str] = []

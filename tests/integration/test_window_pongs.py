@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .wsclient import Client, RawClient, flatten
+from companion_hub.client import connect_raw
+
+from .rawsocket import RawClient, flatten
 
 KEYS = 200
 WRITES = 20_000
@@ -27,7 +29,7 @@ async def test_answering_only_the_latest_ping_still_converges(hub_factory: Any) 
     while not any(m.get("done") for m in await raw.recv()):
         pass
 
-    writer = await Client.connect(srv.url, "writer2")
+    writer = await connect_raw(srv.url, "writer2")
     final: dict[str, Any] = {}
     stalled_until = asyncio.get_running_loop().time() + 1.25
     for start in range(0, WRITES, 500):  # the subscriber reads nothing meanwhile
@@ -37,14 +39,14 @@ async def test_answering_only_the_latest_ping_still_converges(hub_factory: Any) 
             final[key] = i
             batch.append({"op": "set", "key": key, "value": i})
         await writer.send(batch)
-    await writer.ok({"op": "get", "patterns": ["app.writer2.k0"]})  # all applied
+    await writer.result({"op": "get", "patterns": ["app.writer2.k0"]})  # all applied
     await asyncio.sleep(0.3)  # the hub has filled the window by now
     last = [
         {"op": "set", "key": f"app.writer2.k{i}", "value": WRITES + i} for i in range(KEYS)
     ]  # these wait behind the full window
     final.update({m["key"]: m["value"] for m in last})
     await writer.send(last)
-    await writer.ok({"op": "get", "patterns": ["app.writer2.k0"]})
+    await writer.result({"op": "get", "patterns": ["app.writer2.k0"]})
     await asyncio.sleep(max(0.0, stalled_until - asyncio.get_running_loop().time()))
 
     view: dict[str, Any] = {}

@@ -23,12 +23,12 @@ import yarl
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from companion_hub.client import connect_raw
 from companion_hub.eventlog import query as q
 from companion_hub.eventlog.http_api import MAX_LIMIT, MAX_VALUES, PARAMS
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
 from tests.fuzzing import fuzz_settings
-from tests.integration.wsclient import Client
 
 BIG = "9" * 30  # the report: from_rev=999999999999999999999999999999 answered 500
 INT_PARAMS = ("from_rev", "to_rev", "after_id", "limit")
@@ -55,11 +55,11 @@ class LiveHub:
         await self.server.start()
         self.http = aiohttp.ClientSession()
         # something to find: changes, events, commands' records, sessions
-        c = await Client.connect(f"ws://127.0.0.1:{self.server.port}/ws", "tally")
+        c = await connect_raw(f"ws://127.0.0.1:{self.server.port}/ws", "tally")
         for i in range(30):
-            await c.ok({"op": "set", "key": f"app.tally.k{i % 7}", "value": {"n": i}})
-        await c.ok({"op": "publish", "key": "app.tally.pressed", "data": {"button": 1}})
-        await c.ok({"op": "delete", "key": "app.tally.k3"})
+            await c.result({"op": "set", "key": f"app.tally.k{i % 7}", "value": {"n": i}})
+        await c.result({"op": "publish", "key": "app.tally.pressed", "data": {"button": 1}})
+        await c.result({"op": "delete", "key": "app.tally.k3"})
         await c.close()
         event_log = self.server.hub.event_log
         assert event_log is not None

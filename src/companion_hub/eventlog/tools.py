@@ -489,8 +489,16 @@ async def replay(
 
     Stale flips are skipped (a client cannot write the flag; the value did not
     change). Keys go to ``app.<client>.replay.<key>`` unless ``keep_keys``.
+
+    It speaks through the SDK's :class:`~companion_hub.client.RawConnection`, at the
+    message level: up to ``max_in_flight`` writes are pipelined, up to 200 in a frame,
+    and a reader task matches the results to them by id.
     """
     import aiohttp
+
+    from ..client import ConnectionClosed, RawConnection, connect_raw
+    from ..client.protocol import hello_message
+    from ..client.wire import decode_frame
 
     if speed < 0:
         raise ValueError("speed must be 0 or more")
@@ -502,50 +510,57 @@ async def replay(
     done = asyncio.Event()
     versions: dict[str, int] = {}
 
-    async with aiohttp.ClientSession() as http:
+    try:
+        # the hello is sent below, not by connect_raw: a refusal is reported as it came
+        conn: RawConnection = await connect_raw(url, None)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ReplayError(f"cannot connect to {url}: {exc}") from exc
+    try:
+        await conn.send(hello_message(client, token=token or None))
         try:
-            ws = await http.ws_connect(url, max_msg_size=0, autoping=True)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ReplayError(f"cannot connect to {url}: {exc}") from exc
-        hello: dict[str, Any] = {"op": "hello", "id": "hello", "client": client, "protocol": 1}
-        if token:
-            hello["token"] = token
-        await ws.send_str(_enc.encode(hello).decode())
-        welcome = await _first_message(ws, timeout)
+            welcome = await conn.receive(timeout=timeout)
+        except ConnectionClosed as exc:
+            raise ReplayError(f"the hub closed the connection ({exc.close_code})") from None
         if welcome.get("op") != "welcome":
             err = welcome.get("error") or welcome
             raise ReplayError(f"the hub refused the session: {err}")
         owned = [str(n) for n in welcome.get("namespaces", [])]
 
+        def on_message(msg: dict[str, Any]) -> None:
+            if msg.get("op") == "result" and msg.get("id") in pending:
+                key, op = pending.pop(msg["id"])
+                if not msg.get("ok"):
+                    err = msg.get("error") or {}
+                    code = str(err.get("code", "?"))
+                    if op == "delete" and code == "NOT_FOUND":
+                        res.not_found += 1
+                    else:
+                        res.errors.append((key, code, str(err.get("message", ""))))
+                progress.set()
+                if not pending:
+                    done.set()
+
         async def reader() -> None:
-            async for m in ws:
-                if m.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    break
-                decoded = msgspec.json.decode(m.data)
-                for msg in decoded if isinstance(decoded, list) else [decoded]:
-                    if msg.get("op") == "result" and msg.get("id") in pending:
-                        key, op = pending.pop(msg["id"])
-                        if not msg.get("ok"):
-                            err = msg.get("error") or {}
-                            code = str(err.get("code", "?"))
-                            if op == "delete" and code == "NOT_FOUND":
-                                res.not_found += 1
-                            else:
-                                res.errors.append((key, code, str(err.get("message", ""))))
-                        progress.set()
-                        if not pending:
-                            done.set()
-            progress.set()
-            done.set()
+            try:
+                while conn.inbox:
+                    on_message(conn.inbox.popleft())
+                while True:
+                    for msg in decode_frame(await conn.receive_frame(timeout=None)):
+                        on_message(msg)
+            except ConnectionClosed:
+                pass
+            finally:
+                progress.set()
+                done.set()
 
         read_task = asyncio.create_task(reader())
-        batch: list[bytes] = []
+        batch: list[dict[str, Any]] = []
 
         async def flush() -> None:
             if batch:
-                frame = batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]"
+                frame = batch[0] if len(batch) == 1 else list(batch)
                 batch.clear()
-                await ws.send_str(frame.decode())
+                await conn.send(frame)
 
         try:
             t0: float | None = None
@@ -593,7 +608,7 @@ async def replay(
                     res.sets += 1
                     pending[rid] = (target, "set")
                 done.clear()
-                batch.append(_enc.encode(msg))
+                batch.append(msg)
                 if len(batch) >= 200:
                     await flush()
                 res.sent += 1
@@ -613,20 +628,9 @@ async def replay(
             res.seconds = loop.time() - started
             read_task.cancel()
             await asyncio.gather(read_task, return_exceptions=True)
-            await ws.close()
+    finally:
+        await conn.close()
     return res
-
-
-async def _first_message(ws: Any, timeout: float) -> dict[str, Any]:
-    import aiohttp
-
-    async with asyncio.timeout(timeout):
-        m = await ws.receive()
-    if m.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-        raise ReplayError(f"the hub closed the connection ({ws.close_code})")
-    decoded = msgspec.json.decode(m.data)
-    first = decoded[0] if isinstance(decoded, list) else decoded
-    return dict(first) if isinstance(first, dict) else {}
 
 
 @_guard
