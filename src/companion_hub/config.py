@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .core.errors import CompanionHubError
 from .core.keys import is_valid_client_name, is_valid_key
 from .core.limits import Limits
 from .eventlog.store import default_data_dir
@@ -45,7 +46,7 @@ ENV_PREFIX = "COMPANION_HUB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-class ConfigError(Exception):
+class ConfigError(CompanionHubError):
     """The configuration is invalid; the message says which setting and why."""
 
 

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 from . import SERVER_NAME, __version__
 from .core.commands import CommandRouter, InFlight, Outcome, ResultCallback
 from .core.delivery import DeliveryQueue, Delta
-from .core.errors import ErrorCode, HubError
+from .core.errors import CompanionHubError, ErrorCode, HubError
 from .core.keys import Pattern
 from .core.limits import Limits
 from .core.patterns import PatternIndex
@@ -82,7 +82,7 @@ class HubConfig:
     log_retention_days: float = 30.0
 
 
-class DataDirInUse(Exception):
+class DataDirInUse(CompanionHubError):
     """Another hub process holds the data directory."""
 
 

@@ -1,4 +1,22 @@
-"""Error codes of protocol v1 (section 11), defined once, and the exception that carries them."""
+"""Error codes of protocol v1 (section 11), defined once; the exception that carries
+them; and the root of every exception the hub side raises on purpose.
+
+The tree (the SDK has its own, rooted at ``companion_hub.client.HubError``)::
+
+    CompanionHubError
+      HubError                 a request failed with a protocol error code
+      ConfigError              config.py: a bad configuration
+      DataDirInUse             hub.py: another hub holds the data directory
+      FrameError               protocol/messages.py: a frame that is not messages
+      LogError                 eventlog/query.py: the log cannot answer
+        LogUnavailable, RetentionGap
+      ReplayError              eventlog/tools.py: log replay failed
+      ScenarioError            simulator/scenario.py: a bad scenario file
+      LinkDown, ReplyTimeout   adapters/companion/link.py: the Satellite link
+      LineTooLong, Base64Error adapters/companion/codec.py: a hostile line
+      HttpError                adapters/companion/http.py: Companion's HTTP API
+        BodyTooLarge
+"""
 
 from __future__ import annotations
 
@@ -22,7 +40,11 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
 
 
-class HubError(Exception):
+class CompanionHubError(Exception):
+    """The root of the hub side's exceptions (the docstring above lists the tree)."""
+
+
+class HubError(CompanionHubError):
     """A request failed with one of the protocol's error codes."""
 
     def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None):

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ..core.errors import HubError
+from ..core.errors import CompanionHubError, HubError
 from ..core.keys import Pattern, literal_prefix, match, parse_pattern
 from .store import SnapshotImage, default_data_dir
 
@@ -83,7 +83,7 @@ _CHANGE_COLS = "rev, key, version, deleted, value, owner, stale, ts, actor"
 _snap_dec = msgspec.json.Decoder(SnapshotImage)
 
 
-class LogError(Exception):
+class LogError(CompanionHubError):
     """The log cannot answer: no database, not an event log, a bad argument."""
 
 

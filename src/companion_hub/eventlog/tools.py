@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import msgspec
 
+from ..core.errors import CompanionHubError
 from ..core.keys import is_prefix_of, is_valid_client_name, is_valid_key
 from . import query as q
 from .store import default_data_dir
@@ -429,7 +430,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # --- replay ---------------------------------------------------------------------------
 
 
-class ReplayError(Exception):
+class ReplayError(CompanionHubError):
     """The target hub refused the connection, or it ended."""
 
 

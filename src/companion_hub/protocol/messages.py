@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import msgspec
 
-from ..core.errors import ErrorCode, HubError
+from ..core.errors import CompanionHubError, ErrorCode, HubError
 from ..core.limits import MAX_DEPTH
 
 RequestId = str | int | None
@@ -147,7 +147,7 @@ class FrameErrorKind(StrEnum):
     """JSON, but neither an object nor an array."""
 
 
-class FrameError(Exception):
+class FrameError(CompanionHubError):
     """The frame as a whole is unusable (not UTF-8, not JSON, not an object or array)."""
 
     def __init__(self, message: str, kind: FrameErrorKind = FrameErrorKind.INVALID_JSON) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from companion_hub.adapters.companion.codec import FONT_SIZE_RANGE
 
+from ..core.errors import CompanionHubError
 from .model import (
     BUTTON_TYPES,
     Button,
@@ -35,7 +36,7 @@ from .model import (
 )
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CompanionHubError, ValueError):
     """The scenario file is not valid; the message says where."""
 
 

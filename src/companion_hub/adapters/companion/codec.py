@@ -18,17 +18,19 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from ...core.errors import CompanionHubError
+
 Params = dict[str, "str | bool"]
 
 # Companion closes a connection whose unterminated line exceeds this (since 5.0.0).
 MAX_LINE_CHARS = 2 * 1024 * 1024
 
 
-class LineTooLong(Exception):
+class LineTooLong(CompanionHubError):
     """The peer sent more than MAX_LINE_CHARS without a newline."""
 
 
-class Base64Error(ValueError):
+class Base64Error(CompanionHubError, ValueError):
     """A base64 field that does not decode."""
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from ...core.errors import CompanionHubError
+
 DEFAULT_MAX_VALUE_BYTES = 256 * 1024
 # the connections list is one body for every connection (each a few hundred bytes)
 MAX_CONNECTIONS_BYTES = 4 * 1024 * 1024
@@ -28,7 +30,7 @@ _UPTIME_CHARS = 64
 _POLL_CONCURRENCY = 16  # variable requests in flight at a time
 
 
-class HttpError(Exception):
+class HttpError(CompanionHubError):
     """Companion answered with an error status (or not at all), or with a body the hub
     cannot use (too large, or not the documented shape)."""
 

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import aiohttp
 
+from ...core.errors import CompanionHubError
 from ...supervisor import cancel_and_wait
 from .events import Event, ProtocolError, Reply, Synced
 from .satellite import ProtocolState, SatelliteOptions, SatelliteProtocol
@@ -31,11 +32,11 @@ from .status import LinkState
 log = logging.getLogger("companion_hub.adapters.companion")
 
 
-class LinkDown(Exception):
+class LinkDown(CompanionHubError):
     """The Satellite link is not connected (or dropped while a request was in flight)."""
 
 
-class ReplyTimeout(Exception):
+class ReplyTimeout(CompanionHubError):
     """Companion did not answer a request in time."""
 
 
