@@ -42,6 +42,17 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--companion-satellite-port", type=int, metavar="PORT")
     p.add_argument("--companion-http-port", type=int, metavar="PORT")
     p.add_argument("--companion-transport", choices=["tcp", "ws"])
+    p.add_argument(
+        "--tokens", metavar="FILE", help="the token file (default: <data dir>/tokens.json)"
+    )
+    p.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="accept clients without tokens on a non-loopback address (not recommended)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this cert")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -57,6 +68,10 @@ def _settings(args: argparse.Namespace) -> Settings:
             "companion_satellite_port": args.companion_satellite_port,
             "companion_http_port": args.companion_http_port,
             "companion_transport": args.companion_transport,
+            "tokens_file": args.tokens,
+            "allow_anonymous": args.allow_anonymous,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
         },
     )
 

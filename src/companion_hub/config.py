@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .core.errors import CompanionHubError
+from .core.acl import Role
+from .core.errors import CompanionHubError, HubError
 from .core.keys import is_valid_client_name, is_valid_key
 from .core.limits import Limits
 from .eventlog.store import default_data_dir
@@ -130,6 +131,21 @@ class LogFile(msgspec.Struct, forbid_unknown_fields=True):
     retention_days: float = 30.0
 
 
+class RoleFile(msgspec.Struct, forbid_unknown_fields=True):
+    """``[roles.NAME]``: a role (docs/security.md); a built-in name overrides it."""
+
+    read: list[str] = msgspec.field(default_factory=lambda: ["**"])
+    own: list[str] = msgspec.field(default_factory=lambda: ["app.{client}"])
+    call: list[str] = msgspec.field(default_factory=list)
+    log: bool = False
+    publish: bool = True
+
+    def role(self, name: str) -> Role:
+        return Role(
+            name, tuple(self.read), tuple(self.own), tuple(self.call), self.log, self.publish
+        )
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8420
@@ -150,6 +166,25 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # or "" for the default (the user's data directory)
     data_dir: str = ""
     log: LogFile = msgspec.field(default_factory=LogFile)
+    # security (docs/security.md)
+    tokens_file: str = ""  # "" = <data dir>/tokens.json when that file exists
+    allow_anonymous: bool = False
+    roles: dict[str, RoleFile] = msgspec.field(default_factory=dict)
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_failures: int = 5
+    auth_failure_window: float = 60.0
+    auth_lockout: float = 60.0
+
+    def resolved_tokens_file(self) -> str | None:
+        if self.tokens_file:
+            return self.tokens_file
+        data_dir = self.resolved_data_dir()
+        if data_dir == ":memory:":
+            return None
+        default = Path(data_dir) / "tokens.json"
+        return str(default) if default.exists() else None
 
     def resolved_data_dir(self) -> str:
         if self.data_dir == "memory":
@@ -173,6 +208,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             log_snapshot_every=self.log.snapshot_every,
             log_retention_changes=self.log.retention_changes,
             log_retention_days=self.log.retention_days,
+            tokens_file=self.resolved_tokens_file(),
+            allow_anonymous=self.allow_anonymous,
+            roles={name: r.role(name) for name, r in self.roles.items()},
+            allowed_origins=list(self.allowed_origins),
+            tls_cert=self.tls_cert or None,
+            tls_key=self.tls_key or None,
+            auth_failures=self.auth_failures,
+            auth_failure_window=self.auth_failure_window,
+            auth_lockout=self.auth_lockout,
         )
 
 
@@ -184,6 +228,7 @@ ENV_VARS = {
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
     "data_dir": "DATA_DIR",
+    "tokens_file": "TOKENS_FILE",
 }
 
 
@@ -296,6 +341,15 @@ def _validate(s: Settings) -> None:
         for t in c.transferable:
             if t.type not in ("input", "output"):
                 raise ConfigError(f"{where}: transferable {t.id!r}: type is 'input' or 'output'")
+    for name, rf in s.roles.items():
+        try:
+            rf.role(name).check()
+        except (ValueError, HubError) as exc:
+            raise ConfigError(f"roles.{name}: {getattr(exc, 'message', exc)}") from None
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("tls_cert and tls_key: give both (PEM files) or neither")
+    if s.auth_failures < 1 or s.auth_failure_window <= 0 or s.auth_lockout < 0:
+        raise ConfigError("auth_failures >= 1, auth_failure_window > 0, auth_lockout >= 0")
     for client, namespaces in s.grants.items():
         if not is_valid_client_name(client):
             raise ConfigError(f"grants: {client!r} is not a valid client name")

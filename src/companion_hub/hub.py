@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import SERVER_NAME, __version__
+from .core.acl import Role
 from .core.commands import CommandRouter, InFlight, Outcome, ResultCallback
 from .core.delivery import DeliveryQueue, Delta
 from .core.errors import CompanionHubError, ErrorCode, HubError
@@ -72,6 +73,20 @@ class HubConfig:
     # Delivery window: at most this many bytes sent to a client and not yet
     # confirmed by its pong; beyond it, deltas wait (and coalesce) in the hub.
     delivery_window_bytes: int = 128 * 1024
+    # Security (docs/security.md). Without a token file every client name is accepted
+    # (the development mode), which a hub listening beyond loopback refuses unless
+    # allow_anonymous is set.
+    tokens_file: str | None = None
+    allow_anonymous: bool = False
+    roles: dict[str, Role] = field(default_factory=dict)  # over the built-in ones
+    allowed_origins: list[str] = field(default_factory=list)  # besides the hub's own
+    tls_cert: str | None = None  # PEM: serve wss:// and https:// on the same port
+    tls_key: str | None = None
+    # failed authentications from one address: after this many within the window,
+    # its attempts are refused for lockout seconds
+    auth_failures: int = 5
+    auth_failure_window: float = 60.0
+    auth_lockout: float = 60.0
     # The event log: a directory (the database is <dir>/hub.sqlite3), ":memory:" for
     # a log that lives as long as the process, or None for no log at all.
     data_dir: str | None = None

@@ -23,6 +23,7 @@ from .listener import (
     throttle_accept_errors,
 )
 from .session import serve_connection
+from .tls import server_context
 
 log = logging.getLogger("companion_hub.server")
 
@@ -165,7 +166,10 @@ class HubServer:
             max_per_address=cfg.max_connections_per_address,
         )
         throttle_accept_errors(asyncio.get_running_loop())
-        site = GuardedSite(self._runner, cfg.host, cfg.port, guard=self.guard, backlog=1024)
+        tls = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+        site = GuardedSite(
+            self._runner, cfg.host, cfg.port, guard=self.guard, backlog=1024, ssl_context=tls
+        )
         await site.start()
         self.port = site.port
         self.hub.start_background()
@@ -185,7 +189,10 @@ class HubServer:
             )
         log.info(
             "hub listening",
-            extra={"url": f"ws://{self.config.host}:{self.port}/ws", "hub": self.hub.hub_id},
+            extra={
+                "url": f"{'wss' if tls else 'ws'}://{self.config.host}:{self.port}/ws",
+                "hub": self.hub.hub_id,
+            },
         )
         log.warning("no tokens configured: development mode, any client name is accepted")
 

@@ -26,6 +26,7 @@ import asyncio
 import errno
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -156,9 +157,17 @@ class _Guarded(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """A TCP site whose connections pass through a :class:`ConnectionGuard`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard,
-                 backlog: int = 1024) -> None:  # fmt: skip
-        super().__init__(runner, host, port, backlog=backlog)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        guard: ConnectionGuard,
+        backlog: int = 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, host, port, backlog=backlog, ssl_context=ssl_context)
         self.guard = guard
 
     async def start(self) -> None:
@@ -172,7 +181,7 @@ class GuardedSite(web.TCPSite):
             return _Guarded(server(), guard)
 
         self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog
+            factory, self._host, self._port, backlog=self._backlog, ssl=self._ssl_context
         )
         sockets = getattr(self._server, "sockets", None)
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
