@@ -9,11 +9,11 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
-from .hub import DataDirInUse
+from .config import Settings, load_settings
+from .core.errors import CompanionHubError
 from .logs import setup_logging
 
 if TYPE_CHECKING:
@@ -84,12 +84,24 @@ async def _run_hub(settings: Settings, *, simulate: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    server_box: list[Any] = []
+
+    def reload_tokens() -> None:  # SIGHUP: re-read the token file, close revoked ones
+        for server in server_box:
+            try:
+                server.hub.reload_tokens()
+            except Exception:
+                log.exception("the token file could not be reloaded; the old tokens stay")
+
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_tokens)
     async with contextlib.AsyncExitStack() as stack:
         companions = [c.adapter_config() for c in settings.companion]
         if simulate:
             companions = [await stack.enter_async_context(_demo_simulator())]
         server = HubServer(settings.hub_config(), companions=companions)
         await server.start()
+        server_box.append(server)
         stack.push_async_callback(server.stop)
         if simulate:
             _print_demo_help(server.port, companions[0])
@@ -204,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the hub for a demo (text logs)")
     _serve_parser(p)
     p.set_defaults(func=cmd_demo)
+    from .auth.cli import add_token_command
     from .cli_client import add_client_commands
     from .eventlog.tools import add_log_command
 
     add_client_commands(sub)
     add_log_command(sub)
+    add_token_command(sub)
     try:
         from .simulator.cli import add_simulate_command
     except ImportError:  # the simulator is being built
@@ -227,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
-    except (ConfigError, DataDirInUse) as exc:
+    except CompanionHubError as exc:  # a configuration, a data dir, a token file, TLS
         print(f"companion-hub: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,11 +9,13 @@ one thing and exits::
     companion-hub call companion press location='"1/0/2"' --timeout-ms 2000
 
 Common options: ``--url`` (default ``$COMPANION_HUB_URL``, else
-``ws://127.0.0.1:8420/ws``), ``--client`` (default ``cli-<random>``), ``--token``
-(default ``$COMPANION_HUB_TOKEN``). A client can write only under the namespaces
-it owns, by default ``app.<client>``: ``set`` needs ``--client NAME`` to write
-``app.NAME.*``. Keys written by the CLI turn stale when it disconnects, like any
-owner's keys (spec section 6).
+``ws://127.0.0.1:8420/ws``; ``wss://`` for a hub serving TLS), ``--client`` (default
+``cli-<random>``), ``--token`` (default ``$COMPANION_HUB_TOKEN``), ``--ca-file PEM``
+(default ``$COMPANION_HUB_CA_FILE``: the CA certificates that a ``wss://`` hub's
+certificate is verified against, instead of the system's trust store). A client can
+write only under the namespaces it owns, by default ``app.<client>``: ``set`` needs
+``--client NAME`` to write ``app.NAME.*``. Keys written by the CLI turn stale when it
+disconnects, like any owner's keys (spec section 6).
 
 Exit codes: 0 success; 1 the hub answered with an error (its code is printed on
 stderr) or could not be reached; 2 bad arguments; 130 interrupted.
@@ -35,12 +37,14 @@ from typing import Any
 import aiohttp
 
 from .client import Change, Entry, HubClient, HubError, NotOwner
+from .client.tls import client_ssl, is_tls_url
 
 __all__ = ["DEFAULT_URL", "add_client_commands", "main"]
 
 DEFAULT_URL = "ws://127.0.0.1:8420/ws"
 ENV_URL = "COMPANION_HUB_URL"
 ENV_TOKEN = "COMPANION_HUB_TOKEN"
+ENV_CA_FILE = "COMPANION_HUB_CA_FILE"
 
 EXIT_OK = 0
 EXIT_HUB_ERROR = 1
@@ -76,6 +80,14 @@ def add_client_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="with --client NAME: take over NAME's connection even if it is connected",
     )
     g.add_argument("--token", default=None, help=f"auth token (default: ${ENV_TOKEN})")
+    g.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PEM",
+        help="for a wss:// URL: trust the CA certificates in this PEM file (the hub's "
+        "self-signed certificate, or its CA) instead of the system's trust store "
+        f"(default: ${ENV_CA_FILE})",
+    )
     g.add_argument(
         "--connect-timeout",
         type=float,
@@ -152,10 +164,22 @@ def check_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.path != "/ws":
         raise _UsageError(
-            f"--url {url!r}: expected the hub's WebSocket URL, ws://HOST:PORT/ws "
-            f"(e.g. {DEFAULT_URL})"
+            f"--url {url!r}: expected the hub's WebSocket URL, ws://HOST:PORT/ws, or "
+            f"wss://HOST:PORT/ws for a hub serving TLS (e.g. {DEFAULT_URL})"
         )
     return url
+
+
+def ca_file_for(url: str, ca_file: str | None) -> str | None:
+    """The CA file to verify ``url``'s certificate with: ``--ca-file``, else
+    ``$COMPANION_HUB_CA_FILE``. An explicit ``--ca-file`` with a ``ws://`` URL is a
+    mistake (it would protect nothing); the variable is then simply not used."""
+    if ca_file is not None:
+        if not is_tls_url(url):
+            raise _UsageError(f"--ca-file is for a wss:// URL; {url!r} does not use TLS")
+        return ca_file
+    env = os.environ.get(ENV_CA_FILE) or None
+    return env if env is not None and is_tls_url(url) else None
 
 
 def _client(args: argparse.Namespace) -> HubClient:
@@ -169,6 +193,7 @@ def _client(args: argparse.Namespace) -> HubClient:
             token=token,
             connect_timeout=args.connect_timeout,
             request_timeout=args.connect_timeout,
+            ca_file=ca_file_for(url, args.ca_file),
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
@@ -180,7 +205,8 @@ async def _open(args: argparse.Namespace) -> HubClient:
     must not take over a running application's connection by accident."""
     hub = _client(args)
     if args.client and not args.replace:
-        record = await _client_record(hub.url, args.client, args.connect_timeout)
+        ca_file = ca_file_for(hub.url, args.ca_file)
+        record = await _client_record(hub.url, args.client, args.connect_timeout, ca_file)
         if record is not None and record.get("connected") is True:
             raise _UsageError(
                 f"client {args.client!r} is connected (session {record.get('session')}, from "
@@ -190,15 +216,19 @@ async def _open(args: argparse.Namespace) -> HubClient:
     return hub
 
 
-async def _client_record(url: str, name: str, timeout: float) -> dict[str, Any] | None:
-    """``hub.clients.<name>`` from the hub's HTTP API (same port), or None."""
+async def _client_record(
+    url: str, name: str, timeout: float, ca_file: str | None = None
+) -> dict[str, Any] | None:
+    """``hub.clients.<name>`` from the hub's HTTP API (same port, https for a wss://
+    URL, with the certificate verified like the WebSocket's), or None."""
     parts = urllib.parse.urlsplit(url)
     scheme = "https" if parts.scheme == "wss" else "http"
     http_url = f"{scheme}://{parts.netloc}/api/state/hub.clients.{name}"
+    tls = client_ssl(url, ca_file=ca_file)
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-            http.get(http_url) as r,
+            http.get(http_url, ssl=tls) as r,
         ):
             if r.status != 200:
                 return None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import SERVER_NAME, __version__
+from .access import AccessControl
 from .core.acl import Role
 from .core.commands import CommandRouter, InFlight, Outcome, ResultCallback
 from .core.delivery import DeliveryQueue, Delta
@@ -125,6 +126,14 @@ class Hub:
             decode=wire.decode_value,
         )
         self.sessions: dict[str, HubSession] = {}  # client name -> live session
+        self.access = AccessControl(
+            tokens_file=self.config.tokens_file,
+            roles=self.config.roles,
+            failures=self.config.auth_failures,
+            window=self.config.auth_failure_window,
+            lockout=self.config.auth_lockout,
+            record=self._record_auth,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor("hub")
         self._client_expiry: dict[str, asyncio.TimerHandle] = {}
@@ -288,7 +297,8 @@ class Hub:
         d = Delta(change.rev, data)
         key = change.key
         for q in queues:
-            q.push_delta(key, d)
+            if q.may_read is None or q.may_read(key):
+                q.push_delta(key, d)
 
     def publish_event(self, key: str, data: Any, source: str) -> int:
         if self.recorder is not None:
@@ -296,9 +306,13 @@ class Hub:
         queues = self.event_index.match(key)
         if queues:
             msg = wire.event(key, wire.encode(data), source, now_ms())
+            n = 0
             for q in queues:
-                q.push_event(msg)
-        return len(queues)
+                if q.may_read is None or q.may_read(key):
+                    q.push_event(msg)
+                    n += 1
+            return n
+        return 0
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -334,7 +348,33 @@ class Hub:
         self._hub_writer.set(key, value)
 
     def namespaces_for(self, client: str) -> list[str]:
-        return [f"app.{client}", *self.config.grants.get(client, [])]
+        """The namespaces ``client`` may own at most (any role's default and grants)."""
+        return [f"app.{client}", *self.grants_for(client)]
+
+    def grants_for(self, client: str) -> list[str]:
+        return list(self.config.grants.get(client, []))
+
+    # --- access (docs/security.md) ---------------------------------------------------------
+
+    @property
+    def auth_required(self) -> bool:
+        return self.access.enabled
+
+    def _record_auth(self, client: str, address: str, event: str, reason: str) -> None:
+        self.record_session(event, client or "?", address=address, session="", reason=reason)
+
+    def reload_tokens(self) -> int:
+        """Re-read the token file (SIGHUP): connections of revoked or changed tokens
+        close with 1008. Returns how many were closed."""
+        changed = self.access.reload()
+        closed = 0
+        for s in list(self.sessions.values()):
+            if s.identity.token is not None and s.identity.token in changed:
+                s.request_close(1008, "token revoked")
+                closed += 1
+        if closed:
+            log.info("connections of revoked tokens closed", extra={"closed": closed})
+        return closed
 
     def client_connected(self, session: HubSession) -> None:
         timer = self._client_expiry.pop(session.client, None)

@@ -9,12 +9,15 @@ import pytest
 from companion_hub.adapters.companion.codec import Base64Error, LineTooLong
 from companion_hub.adapters.companion.http import BodyTooLarge, HttpError
 from companion_hub.adapters.companion.link import LinkDown, ReplyTimeout
+from companion_hub.auth.tokens import TokenError, TokenFileError
 from companion_hub.config import ConfigError
 from companion_hub.core.errors import CompanionHubError, ErrorCode, HubError
 from companion_hub.eventlog.query import LogError, LogUnavailable, RetentionGap
 from companion_hub.eventlog.tools import ReplayError
 from companion_hub.hub import DataDirInUse
 from companion_hub.protocol.messages import FrameError
+from companion_hub.server.app import UnsafeListen
+from companion_hub.server.tls import TlsError
 from companion_hub.simulator.scenario import ScenarioError
 
 
@@ -36,6 +39,10 @@ from companion_hub.simulator.scenario import ScenarioError
         Base64Error,
         HttpError,
         BodyTooLarge,
+        TokenError,
+        TokenFileError,
+        TlsError,
+        UnsafeListen,
     ],
 )
 def test_every_hub_side_exception_is_in_the_tree(exc: type[Exception]) -> None:

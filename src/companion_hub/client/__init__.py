@@ -17,7 +17,8 @@ Modules: ``protocol`` (the sans-I/O protocol state machine), ``connection`` (its
 asyncio driver), ``mirror`` (the local copy of subscribed entries), ``streams``
 (subscriptions, watches, event streams), ``handlers`` (inbound commands),
 ``messages`` (typed values of the hub's data), ``wire`` (frames), ``errors``,
-``hub_client`` (the facade), ``sync`` and ``raw``.
+``hub_client`` (the facade), ``sync``, ``raw`` and ``tls`` (which certificates a
+``wss://`` connection trusts).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +27,7 @@ from .errors import BadRequest, HubError, Timeout, Unavailable
 from .events import HelloRefused, ProtocolEvent, RequestDone, RequestFailed, Welcomed
 from .messages import Welcome
 from .protocol import ClientProtocol, RequestKind
+from .tls import describe_tls_error, is_tls_url
 
 __all__ = ["CLOSE_REPLACED", "ClientState", "Connected", "Disconnected", "Driver"]
 
@@ -102,6 +104,7 @@ class Driver:
         connect_timeout: float,
         request_timeout: float,
         max_msg_size: int,
+        ssl: _ssl.SSLContext | bool = True,
     ) -> None:
         if backoff_base <= 0 or backoff_max < backoff_base:
             raise BadRequest("need 0 < backoff_base <= backoff_max")
@@ -113,6 +116,8 @@ class Driver:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.max_msg_size = max_msg_size
+        self.ssl = ssl
+        """aiohttp's ``ssl=``: True verifies against the system's trust store."""
         self.name = protocol.client
         self.welcomes = 0
         self.last_error: str | None = None
@@ -303,6 +308,18 @@ class Driver:
                 link, welcomed, rest = await self._open()
             except asyncio.CancelledError:
                 raise
+            except aiohttp.ClientSSLError as exc:
+                # an untrusted certificate, or no TLS on that port: retrying will not
+                # fix it, so the first connect() fails at once; later attempts go on
+                # (the hub may get its certificate fixed) and say why
+                self.last_error = describe_tls_error(self.url, exc)
+                log.warning("TLS failed", extra={"client": self.name, "error": self.last_error})
+                if self.welcomes == 0:
+                    if self._first is not None and not self._first.done():
+                        err = Unavailable(self.last_error)
+                        err.__cause__ = exc
+                        self._first.set_exception(err)
+                    return
             except HubError as exc:  # the hub refused the hello
                 self.last_error = str(exc)
                 log.warning("hub refused hello", extra={"client": self.name, "error": str(exc)})
@@ -312,6 +329,8 @@ class Driver:
                     return
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+                if isinstance(exc, aiohttp.ServerDisconnectedError) and not is_tls_url(self.url):
+                    self.last_error += " (if the hub serves TLS on that port, use wss://)"
                 log.debug("connect failed", extra={"client": self.name, "error": self.last_error})
             else:
                 attempt = 0
@@ -343,6 +362,7 @@ class Driver:
             autoclose=True,
             max_msg_size=self.max_msg_size,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
+            ssl=self.ssl,
         )
         protocol = self.protocol
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from .messages import (
 from .mirror import Mirror
 from .protocol import ClientProtocol, RequestKind, is_key, parse_patterns
 from .streams import EventStream, Streams, Subscription, Watch
+from .tls import client_ssl
 
 __all__ = ["CommandHandler", "ConnectHook", "DisconnectHook", "HubClient"]
 
@@ -63,7 +65,7 @@ class _DriverSetting:
 class HubClient:
     """An async client of companion-hub with a local mirror of its subscriptions.
 
-    :param url: ``ws://host:port/ws``.
+    :param url: ``ws://host:port/ws``, or ``wss://host:port/ws`` for a hub serving TLS.
     :param client: the client name, ``[a-z0-9][a-z0-9_-]{0,62}``; it owns ``app.<client>``.
         An invalid one raises :class:`BadRequest` (a :class:`ValueError`) at once.
     :param token: the token, when the hub requires one.
@@ -74,6 +76,13 @@ class HubClient:
     :param request_timeout: how long a request waits for a connection while the
         client is reconnecting before it raises :class:`Unavailable`.
     :param max_msg_size: the largest frame accepted from the hub, in bytes.
+    :param ca_file: for ``wss://``: a PEM file of the CA certificates to trust (the
+        hub's self-signed certificate, or the CA that signed it) instead of the
+        system's trust store. The certificate is always verified, host name included.
+    :param ssl: for ``wss://``: an :class:`ssl.SSLContext` used as given (client
+        certificates, pinning...), instead of ``ca_file``. Without either, the
+        system's trust store is used. A certificate that fails verification makes
+        :meth:`connect` raise :class:`Unavailable` at once, saying so.
 
     ::
 
@@ -106,8 +115,11 @@ class HubClient:
         connect_timeout: float = 10.0,
         request_timeout: float = 10.0,
         max_msg_size: int = 16 * 1024 * 1024,
+        ca_file: str | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self._protocol = ClientProtocol(client, token)
+        tls = client_ssl(url, ca_file=ca_file, ssl=ssl)
         self.url = url
         self.client = client
         self.token = token
@@ -131,6 +143,7 @@ class HubClient:
             connect_timeout=connect_timeout,
             request_timeout=request_timeout,
             max_msg_size=max_msg_size,
+            ssl=tls,
         )
         self._hooks = Hooks(self, self._driver.spawn)
 

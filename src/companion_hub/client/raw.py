@@ -26,6 +26,7 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from aiohttp import WSMsgType
 
 from .errors import ConnectionClosed, error_from_wire
 from .protocol import PROTOCOL_VERSION, hello_message
+from .tls import client_ssl
 from .wire import decode_frame, encode
 
 __all__ = ["RawConnection", "connect_raw"]
@@ -248,9 +250,11 @@ async def connect_raw(
     answer_pings: bool = True,
     max_msg_size: int = 0,
     timeout: float | None = DEFAULT_TIMEOUT,
+    ca_file: str | None = None,
+    ssl: SSLContext | None = None,
     **hello: Any,
 ) -> RawConnection:
-    """Open a WebSocket to the hub at ``url`` (``ws://HOST:PORT/ws``).
+    """Open a WebSocket to the hub at ``url`` (``ws://HOST:PORT/ws``, or ``wss://``).
 
     With a ``client`` name it says ``hello`` (with ``token`` and ``protocol`` unless
     None, and any other ``hello`` fields, e.g. ``resume={"hub": ..., "rev": ...}``) and
@@ -261,7 +265,13 @@ async def connect_raw(
     ``session``: an aiohttp session to use (kept open on close; by default the
     connection has its own). ``headers``: extra handshake headers (e.g. ``Origin``).
     ``max_msg_size``: the largest frame accepted, 0 for no limit.
+
+    ``wss://`` verifies the hub's certificate against the system's trust store, or
+    against the CA certificates in the PEM file ``ca_file``, or as the
+    :class:`ssl.SSLContext` ``ssl`` says (as for :class:`HubClient`). A failed
+    verification raises :class:`aiohttp.ClientConnectorCertificateError`.
     """
+    tls = client_ssl(url, ca_file=ca_file, ssl=ssl)
     http = session if session is not None else aiohttp.ClientSession()
     try:
         ws = await http.ws_connect(
@@ -270,6 +280,7 @@ async def connect_raw(
             max_msg_size=max_msg_size,
             headers=dict(headers) if headers else None,
             decode_text=False,
+            ssl=tls,
         )
     except BaseException:
         if session is None:

@@ -70,6 +70,7 @@ class DeliveryQueue:
         "control_bytes",
         "dropped",
         "last_rev",
+        "may_read",
         "notify",
         "pending",
     )
@@ -84,6 +85,9 @@ class DeliveryQueue:
         self.control_bytes = 0  # bytes of replies waiting (for back-pressure)
         self.last_rev = 0  # highest revision handed out by take() (deltas, barriers)
         self.notify = notify
+        # the connection's read permission (a role with read patterns), None: reads all;
+        # the hub asks it before pushing a delta or an event (core/acl.py)
+        self.may_read: Callable[[str], bool] | None = None
 
     # --- producers ------------------------------------------------------------------
 

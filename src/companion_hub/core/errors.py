@@ -16,6 +16,10 @@ The tree (the SDK has its own, rooted at ``companion_hub.client.HubError``)::
       LineTooLong, Base64Error adapters/companion/codec.py: a hostile line
       HttpError                adapters/companion/http.py: Companion's HTTP API
         BodyTooLarge
+      TokenError               auth/tokens.py: a refused token operation
+        TokenFileError         the token file cannot be read or written
+      TlsError                 server/tls.py: the certificate or key cannot be used
+      UnsafeListen             server/app.py: beyond loopback without tokens
 """
 
 from __future__ import annotations

@@ -138,9 +138,17 @@ def add_log_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=1.0,
         help="time scale (2: twice as fast; 0: as fast as possible; default 1)",
     )
-    p.add_argument("--url", required=True, help="the target hub's WebSocket URL (ws://…/ws)")
+    p.add_argument(
+        "--url", required=True, help="the target hub's WebSocket URL (ws://…/ws or wss://…/ws)"
+    )
     p.add_argument("--client", required=True, metavar="NAME", help="client name to connect as")
     p.add_argument("--token", help="auth token for the target hub")
+    p.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="for a wss:// URL: trust the CA certificates in this PEM file (the hub's "
+        "self-signed certificate, or its CA) instead of the system's trust store",
+    )
     p.add_argument(
         "--keep-keys",
         action="store_true",
@@ -484,12 +492,15 @@ async def replay(
     keep_keys: bool = False,
     max_in_flight: int = 1000,
     timeout: float = 30.0,
+    ca_file: str | None = None,
 ) -> ReplayResult:
     """Send ``changes`` (in revision order) to the hub at ``url`` as ``set``/``delete``
     messages, spaced like their timestamps divided by ``speed`` (0: no waiting).
 
     Stale flips are skipped (a client cannot write the flag; the value did not
-    change). Keys go to ``app.<client>.replay.<key>`` unless ``keep_keys``.
+    change). Keys go to ``app.<client>.replay.<key>`` unless ``keep_keys``. A ``wss://``
+    hub's certificate is verified against the system's trust store, or against the CA
+    certificates in the PEM file ``ca_file``.
 
     It speaks through the SDK's :class:`~companion_hub.client.RawConnection`, at the
     message level: up to ``max_in_flight`` writes are pipelined, up to 200 in a frame,
@@ -499,6 +510,7 @@ async def replay(
 
     from ..client import ConnectionClosed, RawConnection, connect_raw
     from ..client.protocol import hello_message
+    from ..client.tls import describe_tls_error
     from ..client.wire import decode_frame
 
     if speed < 0:
@@ -513,7 +525,9 @@ async def replay(
 
     try:
         # the hello is sent below, not by connect_raw: a refusal is reported as it came
-        conn: RawConnection = await connect_raw(url, None)
+        conn: RawConnection = await connect_raw(url, None, ca_file=ca_file)
+    except aiohttp.ClientSSLError as exc:
+        raise ReplayError(describe_tls_error(url, exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise ReplayError(f"cannot connect to {url}: {exc}") from exc
     try:
@@ -640,6 +654,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise _Usage(f"invalid client name {args.client!r}")
     if args.speed < 0:
         raise _Usage("--speed must be 0 or more")
+    from ..client import BadRequest
+    from ..client.tls import client_ssl
+
+    try:
+        client_ssl(args.url, ca_file=args.ca_file)  # a CA file that cannot work, at once
+    except BadRequest as exc:
+        raise _Usage(f"--{exc.message.replace('_', '-', 1)}") from None
     conn, _ = _open(args)
     bounds = q.log_bounds(conn)
     lo = q.resolve_point(conn, q.parse_point(args.start), start=True) if args.start else None
@@ -660,6 +681,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             token=args.token,
             speed=args.speed,
             keep_keys=args.keep_keys,
+            ca_file=args.ca_file,
         )
     )
     print(res.describe(), file=sys.stderr)

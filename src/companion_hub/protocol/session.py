@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from ..core.acl import Identity, development
 from ..core.commands import CommandRouter, InFlight, Outcome, ReplyStatus, ResultCallback
 from ..core.delivery import DeliveryQueue
 from ..core.errors import ErrorCode, HubError
@@ -59,6 +60,7 @@ BARRIER_BACKLOG = 256
 
 class SessionState(enum.Enum):
     AWAITING_HELLO = "awaiting-hello"
+    AUTHENTICATING = "authenticating"  # hello received; the driver checks its token
     OPEN = "open"  # welcomed: requests are handled
     CLOSING = "closing"  # a close was decided (see close_request); input is ignored
     CLOSED = "closed"  # the connection ended and the session cleaned up
@@ -67,6 +69,8 @@ class SessionState(enum.Enum):
 class Hold(enum.Enum):
     """Why :meth:`HubSession.process` stopped before the end of its input."""
 
+    AUTHENTICATING = "check the hello's token (AccessControl.authenticate), then call "
+    "authenticated() or auth_failed()"
     LOG_BEHIND = "the event log is behind: wait for room (Hub.wait_log_room)"
     REPLIES_UNREAD = "replies pile up unread: wait until the client reads (has_room)"
 
@@ -98,9 +102,11 @@ class SessionHost(Protocol):
     def server_name(self) -> str: ...
     @property
     def log_over_limit(self) -> bool: ...
+    @property
+    def auth_required(self) -> bool: ...
+    def grants_for(self, client: str) -> list[str]: ...
     def new_epoch(self) -> int: ...
     def writer(self, actor: str, owned: Collection[str], epoch: int = 0) -> Writer: ...
-    def namespaces_for(self, client: str) -> list[str]: ...
     def register_namespace(self, name: str, owner: str) -> None: ...
     def welcome_limits(self) -> dict[str, int]: ...
     def subscribe(self, queue: DeliveryQueue, patterns: list[Pattern], events: bool) -> None: ...
@@ -157,6 +163,9 @@ class HubSession:
         self.writer = host.writer("", (), self.epoch)  # replaced after hello
         self.subs: dict[str, _Sub] = {}
         self.resume_hub: str | None = None
+        self.identity = development("")  # who this is, once welcomed
+        self.auth_request: tuple[str, str | None] | None = None  # (client, token)
+        self._hello: m.Hello | None = None
         self.replaced = False
         self.close_request: CloseRequest | None = None
         # frames to send before closing (the error that explains a close)
@@ -187,7 +196,7 @@ class HubSession:
         if self.state is SessionState.AWAITING_HELLO:
             self._first_frame(data)
             return
-        if self.state is not SessionState.OPEN:
+        if self.state not in (SessionState.OPEN, SessionState.AUTHENTICATING):
             return
         try:
             items = m.decode_frame(data)
@@ -221,6 +230,8 @@ class HubSession:
     def process(self, now: float) -> Hold | None:
         """Handle the waiting messages in order; stop early (returning why) when the
         client must be held. Call again once the condition has passed."""
+        if self.state is SessionState.AUTHENTICATING:
+            return Hold.AUTHENTICATING
         host = self.host
         q = self.queue
         while self._input and self.state is SessionState.OPEN:
@@ -314,7 +325,11 @@ class HubSession:
         """Decide to close (the driver sees :attr:`close_request`)."""
         if self.close_request is None:
             self.close_request = CloseRequest(code, reason)
-        if self.state in (SessionState.AWAITING_HELLO, SessionState.OPEN):
+        if self.state in (
+            SessionState.AWAITING_HELLO,
+            SessionState.AUTHENTICATING,
+            SessionState.OPEN,
+        ):
             self.state = SessionState.CLOSING
         self._on_output()
 
@@ -379,17 +394,51 @@ class HubSession:
                 first.id,
             )
             return
-        self._welcome(first)
         self._input.extend(msgs[1:])
+        if self.host.auth_required:
+            self._hello = first
+            self.auth_request = (first.client, first.token)
+            self.state = SessionState.AUTHENTICATING
+            return
+        self._welcome(first, development(first.client))
+
+    def authenticated(self, identity: Identity) -> None:
+        """The driver checked the hello's token: this is who the client is."""
+        hello = self._hello
+        if self.state is not SessionState.AUTHENTICATING or hello is None:
+            return
+        self.auth_request = self._hello = None
+        old = self.host.sessions.get(hello.client)
+        if old is not None and old.identity.token != identity.token:
+            self._refuse(
+                HubError(
+                    ErrorCode.FORBIDDEN,
+                    f"client {hello.client!r} is connected with another token: only the "
+                    "same identity may replace it",
+                ),
+                hello.id,
+            )
+            return
+        self._welcome(hello, identity)
+
+    def auth_failed(self, err: HubError) -> None:
+        """The hello's token was refused (UNAUTHORIZED): the error, then close 1008."""
+        hello = self._hello
+        if self.state is not SessionState.AUTHENTICATING or hello is None:
+            return
+        self.auth_request = self._hello = None
+        self._refuse(err, hello.id)
 
     def _refuse(self, err: HubError, rid: m.RequestId) -> None:
         """A bad first message: the error, then close 1008 (protocol section 2)."""
         self.final_frames.append(wire.error(err, rid))
         self.request_close(CLOSE_POLICY, err.message[:120])
 
-    def _welcome(self, hello: m.Hello) -> None:
+    def _welcome(self, hello: m.Hello, identity: Identity) -> None:
         host = self.host
         self.client = hello.client
+        self.identity = identity
+        self.queue.may_read = None if identity.reads_everything else identity.may_read
         self.resume_hub = hello.resume.hub if hello.resume is not None else None
         old = host.sessions.get(self.client)
         if old is not None:
@@ -398,7 +447,7 @@ class HubSession:
                 "takeover", self.client, address=self.address, session=old.session_id
             )
         owned = []
-        for ns in host.namespaces_for(self.client):
+        for ns in identity.namespaces(host.grants_for(self.client)):
             try:
                 host.register_namespace(ns, self.client)
             except HubError as exc:
@@ -508,6 +557,9 @@ class HubSession:
             handler = _HANDLERS[type(msg)]
             handler(self, msg)
         except HubError as err:
+            if err.code is ErrorCode.NOT_OWNER and self.identity.enforced:
+                # with tokens, what a role may write is its permission: FORBIDDEN
+                err = HubError(ErrorCode.FORBIDDEN, err.message, err.details)
             self._send(self._error_reply(msg.id, err))
         except Exception:
             log.exception("internal error", extra={"client": self.client, "op": type(msg).__name__})
@@ -547,6 +599,10 @@ class HubSession:
                             entries.append(e)
             else:
                 entries = store.matching(patterns)
+            ident = self.identity
+            if not ident.reads_everything:  # outside the role: as if they did not exist
+                entries = [e for e in entries if ident.may_read(e.key)]
+                removed = [r for r in removed if ident.may_read(r[0])]
         host.subscribe(self.queue, patterns, msg.events)
         self.subs[msg.sub] = _Sub(patterns, msg.events)
         if msg.snapshot:
@@ -570,6 +626,9 @@ class HubSession:
         store = self.host.store
         patterns = self._patterns(msg.patterns)
         entries = store.matching(patterns)
+        ident = self.identity
+        if not ident.reads_everything:
+            entries = [e for e in entries if ident.may_read(e.key)]
         entries.sort(key=_by_key)
         body = b'{"rev":%d,"entries":%b}' % (store.rev, wire.entries_array(entries))
         self._send(wire.result_raw(msg.id, body))
@@ -622,6 +681,8 @@ class HubSession:
         self._send(wire.result_ok(msg.id, {"deleted": len(deleted), "rev": self.host.store.rev}))
 
     def _on_publish(self, msg: m.Publish) -> None:
+        if not self.identity.may_publish:
+            raise HubError(ErrorCode.FORBIDDEN, "your role may not publish events")
         key = self.writer.check_key(msg.key)
         ns = self.host.store.namespace_of(key)
         if ns is None or ns.name not in self.owned:
@@ -637,6 +698,12 @@ class HubSession:
             raise HubError(ErrorCode.BAD_REQUEST, "a command needs 'target' and 'name'")
         if msg.timeout_ms is not None and msg.timeout_ms <= 0:
             raise HubError(ErrorCode.BAD_REQUEST, "'timeout_ms' must be positive")
+        if not self.identity.may_call(msg.target, msg.name):
+            raise HubError(
+                ErrorCode.FORBIDDEN,
+                f"your role may not call {msg.name!r} on {msg.target!r}",
+                {"target": msg.target, "name": msg.name},
+            )
         rid = msg.id
 
         def on_result(outcome: Outcome) -> None:

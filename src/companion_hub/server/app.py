@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
-from ..core.errors import ErrorCode, HubError
+from ..core.acl import Identity, development
+from ..core.errors import CompanionHubError, ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
 from ..hub import Hub, HubConfig
@@ -28,6 +30,78 @@ from .tls import server_context
 log = logging.getLogger("companion_hub.server")
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
+# the request's Identity (see auth_middleware)
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect (127.0.0.0/8, ::1, localhost)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name or "" (every address): not loopback
+
+
+class UnsafeListen(CompanionHubError):
+    """Listening beyond loopback without tokens, and allow_anonymous not set."""
+
+
+def _address(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return f"{peer[0]}:{peer[1]}" if peer else "unknown"
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _identity(request: web.Request) -> Identity:
+    return request.get(IDENTITY) or development("http")
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With tokens, every /api route needs ``Authorization: Bearer TOKEN`` and acts
+    with that token's role; /api/log also needs the role's log permission."""
+    hub = request.app[HUB_KEY]
+    if hub.auth_required and request.path.startswith("/api/"):
+        try:
+            ident = await hub.access.http_identity(_bearer(request), _address(request))
+        except HubError as err:
+            resp = _error(err)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="companion-hub"'
+            return resp
+        if request.path.startswith("/api/log") and not ident.may_read_log:
+            return _error(HubError(ErrorCode.FORBIDDEN, "your role may not read the event log"))
+        request[IDENTITY] = ident
+    return await handler(request)
+
+
+def check_listen_safety(cfg: HubConfig) -> None:
+    """Safe by default: beyond loopback, tokens or an explicit allow_anonymous."""
+    if cfg.tokens_file is None and not is_loopback(cfg.host) and not cfg.allow_anonymous:
+        raise UnsafeListen(
+            f"refusing to listen on {cfg.host} without tokens: anyone who can reach the "
+            "port could read, write and press buttons. Create tokens "
+            "(companion-hub token add NAME --role ROLE), or set allow_anonymous = true "
+            "(--allow-anonymous) to accept anyone"
+        )
+
+
+def _origin_allowed(request: web.Request, allowed: Sequence[str]) -> bool:
+    """A browser's handshake: its Origin must be the hub's own or a configured one
+    (requests without an Origin are not from a browser page)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    own = f"{request.scheme}://{request.host}"
+    return origin.lower() in {own.lower(), *(o.lower().rstrip("/") for o in allowed)}
+
 
 _HTTP_STATUS = {
     ErrorCode.BAD_REQUEST: 400,
@@ -56,6 +130,14 @@ def _error(err: HubError) -> web.Response:
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
+    if not _origin_allowed(request, hub.config.allowed_origins):
+        log.warning(
+            "cross-origin WebSocket refused",
+            extra={"origin": request.headers.get("Origin", "")[:200], "address": _address(request)},
+        )
+        return _error(
+            HubError(ErrorCode.FORBIDDEN, "this Origin may not connect (see allowed_origins)")
+        )
     lim = hub.limits
     ws = web.WebSocketResponse(
         timeout=2.0,  # how long close() waits for the client's closing handshake
@@ -68,9 +150,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         autoping=False,  # the session answers pings and uses pongs as delivery acks
     )
     await ws.prepare(request)
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-    await serve_connection(hub, ws, address)
+    await serve_connection(hub, ws, _address(request))
     return ws
 
 
@@ -83,6 +163,11 @@ async def health_ready(request: web.Request) -> web.Response:
     event_log = hub.event_log
     error = None if event_log is None else event_log.error
     doc: dict[str, Any] = {"status": "ok" if error is None else "error"}
+    if hub.auth_required:  # the details only for a valid token
+        try:
+            await hub.access.http_identity(_bearer(request), _address(request))
+        except HubError:
+            return _json(wire.encode(doc), 200 if error is None else 503)
     if error is not None:
         # the log cannot write (a full disk): writers are held until it can again
         doc["error"] = error
@@ -103,6 +188,9 @@ async def get_state(request: web.Request) -> web.Response:
     except HubError as err:
         return _error(err)
     entries = hub.store.matching(patterns)
+    ident = _identity(request)
+    if not ident.reads_everything:  # outside the role: as if they did not exist
+        entries = [e for e in entries if ident.may_read(e.key)]
     entries.sort(key=lambda e: e.key)
     return _json(b'{"rev":%d,"entries":%b}' % (hub.store.rev, wire.entries_array(entries)))
 
@@ -113,13 +201,13 @@ async def get_key(request: web.Request) -> web.Response:
     if not is_valid_key(key, hub.limits.key_bytes):
         return _error(HubError(ErrorCode.BAD_REQUEST, f"invalid key {key!r}"))
     e = hub.store.get(key)
-    if e is None:
+    if e is None or not _identity(request).may_read(key):
         return _error(HubError(ErrorCode.NOT_FOUND, f"no key {key!r}"))
     return _json(wire.entry(e))
 
 
 def make_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=hub.limits.frame_bytes)
+    app = web.Application(client_max_size=hub.limits.frame_bytes, middlewares=[auth_middleware])
     app[HUB_KEY] = hub
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/health/live", health_live)
@@ -140,6 +228,7 @@ class HubServer:
         hub: Hub | None = None,
         companions: Sequence[CompanionConfig] = (),
     ) -> None:
+        check_listen_safety(hub.config if hub is not None else config or HubConfig())
         self.hub = hub or Hub(config)
         self.config = self.hub.config
         self._runner: web.AppRunner | None = None
@@ -194,7 +283,19 @@ class HubServer:
                 "hub": self.hub.hub_id,
             },
         )
-        log.warning("no tokens configured: development mode, any client name is accepted")
+        if self.hub.auth_required:
+            log.info(
+                "tokens required",
+                extra={"tokens_file": cfg.tokens_file, "roles": sorted(self.hub.access.roles)},
+            )
+        elif is_loopback(cfg.host):
+            log.warning("no tokens configured: development mode, any client name is accepted")
+        else:
+            log.warning(
+                "no tokens configured and allow_anonymous is set: anyone who can reach "
+                "the port is accepted under any client name",
+                extra={"host": cfg.host},
+            )
 
     async def stop(self) -> None:
         """Stop the adapters, then the hub (which closes the event log cleanly), then

@@ -20,9 +20,10 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..core.errors import HubError
 from ..core.limits import HELLO_TIMEOUT_S
 from ..hub import Hub, now_ms
-from ..protocol.session import HubSession, SessionSettings
+from ..protocol.session import Hold, HubSession, SessionSettings, SessionState
 from ..supervisor import cancel_and_wait
 
 log = logging.getLogger("companion_hub.session")
@@ -93,7 +94,7 @@ class Connection:
                         return False
         except TimeoutError:
             s.hello_timed_out()
-        return s.open
+        return s.state in (SessionState.OPEN, SessionState.AUTHENTICATING)
 
     async def _read_loop(self) -> None:
         ws = self.ws
@@ -121,13 +122,27 @@ class Connection:
         """Handle what the session has taken in, waiting wherever it holds."""
         s = self.session
         while (hold := s.process(time.monotonic())) is not None:
-            if hold is hold.LOG_BEHIND:
+            if hold is Hold.AUTHENTICATING:
+                await self._authenticate()
+            elif hold is Hold.LOG_BEHIND:
                 await self.hub.wait_log_room()
             else:
                 self._room.clear()
                 if s.has_room():
                     self._room.set()
                 await self._room.wait()
+
+    async def _authenticate(self) -> None:
+        """Check the hello's token off the session (a slow KDF runs in a thread)."""
+        s = self.session
+        assert s.auth_request is not None
+        client, token = s.auth_request
+        try:
+            identity = await self.hub.access.authenticate(client, token, s.address)
+        except HubError as err:
+            s.auth_failed(err)
+        else:
+            s.authenticated(identity)
 
     async def _writer(self) -> None:
         s = self.session
