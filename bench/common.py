@@ -62,13 +62,31 @@ def placement() -> dict[str, Any]:
 # --- the hub process -------------------------------------------------------------------
 
 
+TOKEN_ENV = "BENCH_HUB_TOKEN"
+
+
+def hub_token() -> str | None:
+    """The token the clients say hello with (set by a HubProcess with auth_read)."""
+    return os.environ.get(TOKEN_ENV) or None
+
+
 class HubProcess:
     """``bench.hub_proc`` in a subprocess; ``with HubProcess() as hub: hub.url``.
     ``data_dir``: run the hub with its event log there (``--data-dir``)."""
 
-    def __init__(self, cpus: set[int] | None = None, data_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        cpus: set[int] | None = None,
+        data_dir: str | None = None,
+        auth_read: list[str] | None = None,
+    ) -> None:
         self.cpus = HUB_CPUS if cpus is None else cpus
         self.data_dir = data_dir
+        # auth_read: run with tokens; every client uses one fleet token whose role
+        # reads these patterns (the token goes to the client processes through the
+        # BENCH_HUB_TOKEN environment variable, see hub_token())
+        self.auth_read = auth_read
+        self._tokens_dir: str | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.pid = 0
@@ -77,6 +95,16 @@ class HubProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="hub-", suffix=".log", delete=False)  # noqa: SIM115
 
     def start(self, timeout: float = 20.0) -> HubProcess:
+        auth: list[str] = []
+        if self.auth_read is not None:
+            from companion_hub.auth.tokens import TokenStore
+
+            self._tokens_dir = tempfile.mkdtemp(prefix="bench-tokens-")
+            path = os.path.join(self._tokens_dir, "tokens.json")
+            os.environ[TOKEN_ENV] = TokenStore.load(path).add("bench", "bench", client="*")
+            auth = ["--tokens", path, *(a for p in self.auth_read for a in ("--role-read", p))]
+        else:
+            os.environ.pop(TOKEN_ENV, None)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -85,6 +113,7 @@ class HubProcess:
                 "--port",
                 "0",
                 *(["--data-dir", self.data_dir] if self.data_dir else []),
+                *auth,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,

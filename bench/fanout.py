@@ -48,13 +48,14 @@ def run_once(
     profile: str | None = None,
     data_dir: str | None = None,
     after_write: Callable[[HubProcess, dict[str, Any]], dict[str, Any]] | None = None,
+    auth_read: list[str] | None = None,
 ) -> dict[str, Any]:
     """One run on a fresh hub. ``data_dir``: the hub runs with its event log there;
     ``after_write(hub, writer_report)`` is called once the writer is done (its result
     goes into the run's ``after_write``), while the hub and the clients still run."""
     params = {"duration": duration, "window": window, "per_frame": per_frame}
     quiet = wait_quiet()
-    with HubProcess(data_dir=data_dir) as hub:
+    with HubProcess(data_dir=data_dir, auth_read=auth_read) as hub:
         per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)] if subs else []
         specs = []
         first = 0
@@ -187,6 +188,47 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+AUTH_READ = ["app.**"]  # the role of the auth rows: read patterns, checked per delta
+
+
+def _compare_auth(args: argparse.Namespace) -> dict[str, Any]:
+    """(b) without and with tokens, alternating in the same run: every client uses a
+    token whose role has read patterns (``AUTH_READ``), so each delta to each
+    subscriber passes the role's read check."""
+    common = {"keys": args.keys, "window": args.window, "per_frame": args.per_frame}
+    off, on = [], []
+    for i in range(args.runs):
+        for label, auth, out in (("auth off", None, off), ("auth on", AUTH_READ, on)):
+            r = run_once(
+                subs=args.subs, procs=args.procs, duration=args.duration, auth_read=auth, **common
+            )
+            out.append(r)
+            print(
+                f"  round {i + 1} {label}: {r['writes_per_s']:,} writes/s, "
+                f"converged {r['all_converged']} in {r['convergence_ms']} ms, "
+                f"errors {r['errors']}, other users' cpu {r['cpu']['other_cores']} cores",
+                flush=True,
+            )
+    m_off = median(r["writes_per_s"] for r in off)
+    m_on = median(r["writes_per_s"] for r in on)
+    result = {
+        "auth_read": AUTH_READ,
+        "median_writes_per_s_auth_off": round(m_off),
+        "median_writes_per_s_auth_on": round(m_on),
+        "ratio_on_off": round(m_on / m_off, 3),
+        "all_converged": all(r["all_converged"] for r in off + on),
+        "errors": sum(r["errors"] for r in off + on),
+        "runs_auth_off": off,
+        "runs_auth_on": on,
+    }
+    print(
+        f"| (b) with tokens (a role reading {', '.join(AUTH_READ)}) vs without, same run | "
+        f"{round(m_on):,}/s vs {round(m_off):,}/s (x{m_on / m_off:.2f}) |",
+        flush=True,
+    )
+    return result
+
+
 def _quiet(r: dict[str, Any], field: str, fmt: str) -> str:
     """The median over the runs during which the rest of the machine was quiet."""
     if not r.get("quiet_runs") or r["quiet_runs"] == r["params"]["runs"]:
@@ -254,8 +296,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--per-frame", type=int, default=50)
     ap.add_argument("--profile", metavar="FILE", help="py-spy record the hub (first run)")
+    ap.add_argument(
+        "--compare-auth",
+        action="store_true",
+        help="only (b) without and with tokens, alternating (results in fanout_auth.json)",
+    )
     args = ap.parse_args(argv)
-    watchdog(args.runs * (args.duration + args.ref_duration + 120) + 60)
+    watchdog(args.runs * (args.duration + args.ref_duration + 120) * 2 + 60)
+    if args.compare_auth:
+        auth = _compare_auth(args)
+        save(NAME + "_auth", auth)
+        return auth
     result = _bench(args)
     save(NAME, result)
     for row in rows(result):

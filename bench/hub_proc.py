@@ -29,6 +29,7 @@ import sys
 import time
 from array import array
 
+from companion_hub.core.acl import Role
 from companion_hub.hub import Hub, HubConfig
 from companion_hub.logs import setup_logging
 from companion_hub.server.app import HubServer
@@ -135,8 +136,18 @@ class LagProbe:
                 self.pending_max = max(self.pending_max, p)
 
 
-async def main(host: str, port: int, data_dir: str | None = None) -> None:
-    server = HubServer(HubConfig(host=host, port=port, data_dir=data_dir))
+async def main(
+    host: str,
+    port: int,
+    data_dir: str | None = None,
+    tokens: str | None = None,
+    role_read: list[str] | None = None,
+) -> None:
+    # with tokens: every client is the fleet token's "bench" role, reading role_read
+    roles = {"bench": Role("bench", read=tuple(role_read or ["**"]))} if tokens else {}
+    server = HubServer(
+        HubConfig(host=host, port=port, data_dir=data_dir, tokens_file=tokens, roles=roles)
+    )
     probe = LagProbe(server.hub)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,9 +179,11 @@ def cli() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--data-dir", help="run the hub with its event log in DIR")
+    ap.add_argument("--tokens", help="require tokens (this token file)")
+    ap.add_argument("--role-read", action="append", help="the bench role's read patterns")
     args = ap.parse_args()
     setup_logging(args.log_level, "json")
-    coro = main(args.host, args.port, args.data_dir)
+    coro = main(args.host, args.port, args.data_dir, args.tokens, args.role_read)
     try:
         import uvloop
     except ImportError:

@@ -37,6 +37,7 @@ from .common import (
     Histogram,
     SnapEntry,
     encode,
+    hub_token,
     pipe_recv,
     run_loop,
 )
@@ -213,7 +214,7 @@ async def _sub_main(conn: Any, url: str, first: int, count: int, mode: str) -> N
         subs: list[_Sub] = []
         for i in range(first, first + count):
             name = f"sub{i:03d}"
-            hub = await connect_raw(url, name, session=session)
+            hub = await connect_raw(url, name, session=session, token=hub_token())
             subs.append(_Sub(name, hub))
         await asyncio.gather(*(_subscribe(s, decode) for s in subs))
         reader = _read_latency if mode == "latency" else _read_fanout
@@ -286,7 +287,7 @@ async def _writer_main(conn: Any, url: str, n_keys: int, mode: str, params: dict
     keys = writer_keys(n_keys)
     decode = _decoder(_WMsg)
     async with aiohttp.ClientSession() as session:
-        hub = await connect_raw(url, WRITER, session=session)
+        hub = await connect_raw(url, WRITER, session=session, token=hub_token())
         st: dict[str, Any] = {
             "acked": 0,
             "errors": 0,

@@ -118,3 +118,48 @@ def test_cli_help(argv: list[str], expected: str) -> None:
         check=True,
     )
     assert expected in r.stdout
+
+
+def test_sighup_rereads_the_token_file_and_closes_revoked_clients(tmp_path: Path) -> None:
+    """The operator revokes a token with the CLI and sends SIGHUP to the running hub:
+    that client's connection closes with 1008, the others stay."""
+    port = free_port()
+    tokens = tmp_path / "tokens.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "companion_hub", "token", *args, "--tokens", str(tokens)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+
+    show = cli("add", "show", "--role", "app").stdout.strip()
+    panel = cli("add", "panel", "--role", "operator").stdout.strip()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "companion_hub", "serve", "--port", str(port),
+         "--data-dir", str(tmp_path / "data"), "--tokens", str(tokens)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_ready(port, proc)
+
+        async def scenario() -> tuple[int | None, bool]:
+            from companion_hub.client import connect_raw
+
+            url = f"ws://127.0.0.1:{port}/ws"
+            a = await connect_raw(url, "show", token=show, timeout=10)
+            b = await connect_raw(url, "panel", token=panel, timeout=10)
+            await asyncio.to_thread(cli, "revoke", "show")
+            proc.send_signal(signal.SIGHUP)
+            code = await a.wait_closed(timeout=15)
+            reply = await b.request({"op": "get", "patterns": ["hub.info"]}, timeout=10)
+            await b.close()
+            await a.close()
+            return code, bool(reply["ok"])
+
+        code, panel_still_served = asyncio.run(scenario())
+        assert code == 1008 and panel_still_served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert show not in err and panel not in err  # no token in the hub's log

@@ -13,7 +13,6 @@ target namespace (``companion``, ``app.*``, ``**``), NAME a command name or ``*`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +59,42 @@ BUILTIN_ROLES: dict[str, Role] = {
 DEVELOPMENT = Role("development", call=("**:*",), log=True)
 
 
+class Reader:
+    """A role's read permission as a callable ``reader(key) -> bool``, shared by every
+    connection with the same read patterns (so the fan-out decides once per change
+    for all of them) and remembering its verdict per key (keys never change)."""
+
+    __slots__ = ("_cache", "_rx")
+
+    _MAX_CACHE = 1_000_000
+
+    def __init__(self, patterns: Sequence[Pattern]) -> None:
+        self._rx = compile_patterns(patterns) if patterns else None
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        v = self._cache.get(key)
+        if v is None:
+            v = self._rx is not None and self._rx.fullmatch(key) is not None
+            if len(self._cache) >= self._MAX_CACHE:
+                self._cache.clear()
+            self._cache[key] = v
+        return v
+
+
+_READERS: dict[tuple[str, ...], Reader] = {}
+
+
+def reader_for(read: tuple[str, ...]) -> Reader:
+    """The shared :class:`Reader` of these read patterns."""
+    r = _READERS.get(read)
+    if r is None:
+        if len(_READERS) > 1000:
+            _READERS.clear()
+        r = _READERS[read] = Reader([parse_pattern(p) for p in read])
+    return r
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who is connected. ``token`` is the token's name (never the secret), None in the
@@ -70,16 +105,14 @@ class Identity:
     token: str | None = None
     enforced: bool = False
     _read_all: bool = field(init=False, repr=False, compare=False)
-    _read_rx: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _reader: Reader | None = field(init=False, repr=False, compare=False)
     _calls: tuple[tuple[Pattern, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         read = [parse_pattern(p) for p in self.role.read]
         read_all = not self.enforced or any(p == (GLOBSTAR,) for p in read)
         object.__setattr__(self, "_read_all", read_all)
-        object.__setattr__(
-            self, "_read_rx", None if read_all or not read else compile_patterns(read)
-        )
+        object.__setattr__(self, "_reader", None if read_all else reader_for(self.role.read))
         calls = []
         for c in self.role.call:
             target, _, name = c.partition(":")
@@ -90,11 +123,14 @@ class Identity:
     def reads_everything(self) -> bool:
         return self._read_all
 
+    @property
+    def reader(self) -> Reader | None:
+        """The shared read check, None when this identity reads everything."""
+        return self._reader
+
     def may_read(self, key: str) -> bool:
-        if self._read_all:
-            return True
-        rx = self._read_rx
-        return rx is not None and rx.fullmatch(key) is not None
+        r = self._reader
+        return True if r is None else r(key)
 
     def readable(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if self.may_read(k)]

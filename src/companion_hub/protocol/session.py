@@ -438,7 +438,7 @@ class HubSession:
         host = self.host
         self.client = hello.client
         self.identity = identity
-        self.queue.may_read = None if identity.reads_everything else identity.may_read
+        self.queue.may_read = identity.reader  # shared by the role: see Hub._fan_out
         self.resume_hub = hello.resume.hub if hello.resume is not None else None
         old = host.sessions.get(self.client)
         if old is not None:
