@@ -501,3 +501,38 @@ def test_an_unexpected_failure_is_internal_and_the_session_goes_on(
     assert err == {"code": "INTERNAL", "message": "internal error"}  # no details leak
     monkeypatch.undo()
     assert p.ok({"op": "get", "patterns": ["hub.info"]})["entries"]
+
+
+# --- authentication (the driver checks the token; the session holds meanwhile) -------------
+
+
+def test_with_tokens_hello_waits_for_the_driver(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    from companion_hub.core.acl import BUILTIN_ROLES, Identity
+    from companion_hub.core.errors import ErrorCode, HubError
+
+    monkeypatch.setattr(Hub, "auth_required", property(lambda self: True))
+    p = Peer(hub)
+    hold = p.send(
+        '[{"op":"hello","id":"h","client":"w","token":"T"},'
+        '{"op":"set","id":"s","key":"app.w.a","value":1}]'
+    )
+    assert hold is Hold.AUTHENTICATING and p.s.auth_request == ("w", "T")
+    assert p.out() == [] and "w" not in hub.sessions
+    p.s.authenticated(Identity("w", BUILTIN_ROLES["viewer"], token="t1", enforced=True))
+    assert p.s.process(p.now) is None
+    out = p.out()
+    assert out[0]["op"] == "welcome" and out[0]["namespaces"] == []
+    assert out[1]["error"]["code"] == "FORBIDDEN"  # a viewer owns nothing
+
+    # another token for the same client name may not take over
+    q = Peer(hub)
+    q.send({"op": "hello", "id": "h2", "client": "w", "token": "U"})
+    q.s.authenticated(Identity("w", BUILTIN_ROLES["app"], token="t2", enforced=True))
+    assert q.s.close_request is not None and q.s.close_request.code == 1008
+    assert b"FORBIDDEN" in q.s.final_frames[0] and hub.sessions["w"] is p.s
+
+    r = Peer(hub)
+    r.send({"op": "hello", "id": "h3", "client": "x"})
+    r.s.auth_failed(HubError(ErrorCode.UNAUTHORIZED, "a token is required"))
+    assert r.s.close_request is not None and r.s.close_request.code == 1008
+    assert b"UNAUTHORIZED" in r.s.final_frames[0] and b'"h3"' in r.s.final_frames[0]
