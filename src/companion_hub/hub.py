@@ -37,6 +37,7 @@ from .core.writer import Writer
 from .eventlog.recorder import Recorder, Recovered, recover
 from .eventlog.store import SCHEMA, EventLog, LogSettings
 from .protocol import encode as wire
+from .protocol.session import SessionCounters
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -98,6 +99,14 @@ class HubConfig:
     log_retention_days: float = 30.0
 
 
+@dataclass
+class AdapterCounters:
+    """Plain counters an adapter keeps for the metrics (see Hub.adapter_counters)."""
+
+    reconnects: int = 0  # the link synchronised again after a drop
+    link_drops: int = 0  # the link went down after being connected
+
+
 class DataDirInUse(CompanionHubError):
     """Another hub process holds the data directory."""
 
@@ -126,6 +135,15 @@ class Hub:
             decode=wire.decode_value,
         )
         self.sessions: dict[str, HubSession] = {}  # client name -> live session
+        # plain counters and states for the metrics (companion_hub.metrics reads them
+        # at scrape time; nothing here calls prometheus_client)
+        self.session_counters = SessionCounters()
+        self.adapter_links: dict[str, dict[str, str]] = {}  # name -> link -> state
+        self.adapter_stats: dict[str, AdapterCounters] = {}
+        # called once per finished command with its duration in seconds (the metrics)
+        self.command_observer: Callable[[InFlight, Outcome, float], None] | None = None
+        self.metrics: Any = None  # companion_hub.metrics.HubMetrics, once attached
+        self.router.on_finish = self._record_command
         self.access = AccessControl(
             tokens_file=self.config.tokens_file,
             roles=self.config.roles,
@@ -234,10 +252,13 @@ class Hub:
         )
         self.event_log = event_log
         self.recorder = Recorder(event_log, self.store, cfg.log_snapshot_every)
-        self.router.on_finish = self._record_command
 
     def _record_command(self, cmd: InFlight, outcome: Outcome) -> None:
-        """Every executed command, once, with its outcome (also when its caller left)."""
+        """Every executed command, once, with its outcome (also when its caller left):
+        to the log and the metrics."""
+        observer = self.command_observer
+        if observer is not None:
+            observer(cmd, outcome, max(0, now_ms() - cmd.started_ms) / 1000)
         if self.recorder is not None:
             self.recorder.command(
                 caller=cmd.source,
@@ -431,7 +452,20 @@ class Hub:
                 return
         self._hub_writer.discard(f"hub.clients.{name}")
 
+    def adapter_counters(self, name: str) -> AdapterCounters:
+        """The metrics counters of the adapter ``name`` (created on first use)."""
+        counters = self.adapter_stats.get(name)
+        if counters is None:
+            counters = self.adapter_stats[name] = AdapterCounters()
+        return counters
+
     def set_adapter_state(self, name: str, state: str, detail: str = "", **extra: Any) -> None:
+        links = {"adapter": state}
+        for link in ("satellite", "http"):
+            sub = extra.get(link)
+            if isinstance(sub, dict) and isinstance(sub.get("state"), str):
+                links[link] = sub["state"]
+        self.adapter_links[name] = links
         self.set_hub_key(
             f"hub.adapters.{name}",
             {"state": state, "detail": detail, "since": now_ms(), **extra},
@@ -492,6 +526,8 @@ class Hub:
 
     def start_background(self) -> None:
         self.supervisor.spawn("progress", self._progress_loop)
+        if self.metrics is not None:
+            self.metrics.start()  # the event-loop lag probe (idempotent)
         if self.event_log is not None:
             loop = asyncio.get_running_loop()
 

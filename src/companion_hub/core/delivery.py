@@ -67,7 +67,9 @@ class DeliveryQueue:
         "_events",
         "_outbox",
         "_priority",
+        "coalesced",
         "control_bytes",
+        "deltas_sent",
         "dropped",
         "last_rev",
         "may_read",
@@ -84,6 +86,9 @@ class DeliveryQueue:
         self.dropped = 0
         self.control_bytes = 0  # bytes of replies waiting (for back-pressure)
         self.last_rev = 0  # highest revision handed out by take() (deltas, barriers)
+        # plain counters for the metrics (read at scrape time, never reset)
+        self.coalesced = 0  # pending deltas replaced by a newer change to their key
+        self.deltas_sent = 0  # deltas handed out by take()
         self.notify = notify
         # the connection's read permission (a role with read patterns), None: reads all;
         # the hub asks it before pushing a delta or an event (core/acl.py)
@@ -99,6 +104,7 @@ class DeliveryQueue:
             return
         if key in pending:
             del pending[key]  # re-insert at the end: keeps increasing-rev order
+            self.coalesced += 1
         pending[key] = delta
 
     def push_control(self, data: bytes, *, barrier_rev: int | None = None) -> None:
@@ -198,6 +204,7 @@ class DeliveryQueue:
                     size += len(d.data)
                     pos += 1
                 if pos > item.pos:
+                    self.deltas_sent += pos - item.pos
                     last = deltas[pos - 1].rev
                     self.last_rev = max(self.last_rev, last)
                 item.pos = pos

@@ -24,7 +24,8 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-from collections import deque
+import weakref
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,10 +90,31 @@ class SessionSettings:
     snapshot_chunk_bytes: int
 
 
+class SessionCounters:
+    """Plain counters shared by the sessions of one hub, read by its metrics at scrape
+    time (``companion_hub.metrics``). Only integer increments on the hot path; the
+    queues' own delta counters are folded in here when their session ends."""
+
+    def __init__(self) -> None:
+        self.opened = 0  # sessions started (connections accepted)
+        # sessions started and not yet ended (weak: a dropped session cannot leak)
+        self.live: weakref.WeakSet[HubSession] = weakref.WeakSet()
+        self.frames_in = 0  # text frames received
+        self.messages_in: defaultdict[type, int] = defaultdict(int)  # by message class
+        self.frames_out = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+        self.window_stalls = 0  # a session's deltas waited behind its full window
+        # DeliveryQueue.deltas_sent / .coalesced of the sessions that ended
+        self.deltas_sent = 0
+        self.deltas_coalesced = 0
+
+
 class SessionHost(Protocol):
     """What a session needs from the hub (implemented by ``Hub``)."""
 
     hub_id: str
+    session_counters: SessionCounters
     limits: Limits
     store: Store
     router: CommandRouter
@@ -181,6 +203,11 @@ class HubSession:
         self.bad_frames = 0
         rps = host.limits.requests_per_second
         self._bucket = TokenBucket(rps, rps, now)
+        # deltas wait behind a full delivery window (counted once per stall)
+        self.stalled = False
+        self._counters = counters = host.session_counters
+        counters.opened += 1
+        counters.live.add(self)
 
     def __repr__(self) -> str:
         return f"<HubSession {self.client or '?'} {self.session_id} {self.state.value}>"
@@ -193,6 +220,7 @@ class HubSession:
 
     def receive_text(self, data: str | bytes) -> None:
         """A text frame's payload. Its messages wait for :meth:`process`."""
+        self._counters.frames_in += 1
         if self.state is SessionState.AWAITING_HELLO:
             self._first_frame(data)
             return
@@ -279,6 +307,11 @@ class HubSession:
             return
         was_welcomed = self.client != ""
         self.state = SessionState.CLOSED
+        counters = self._counters
+        if self in counters.live:
+            counters.live.discard(self)
+            counters.deltas_sent += self.queue.deltas_sent
+            counters.deltas_coalesced += self.queue.coalesced
         self._input.clear()
         host = self.host
         self._unsubscribe_all()
@@ -311,14 +344,25 @@ class HubSession:
 
     def next_frame(self) -> bytes | None:
         """The next frame to send (a batch of messages), or None for nothing now."""
-        msgs = self.queue.take(
-            self.settings.frame_target_bytes, wire.dropped, stream=self.window.can_send()
-        )
-        return wire.batch(msgs) if msgs else None
+        q = self.queue
+        stream = self.window.can_send()
+        msgs = q.take(self.settings.frame_target_bytes, wire.dropped, stream=stream)
+        if stream:
+            self.stalled = False
+        elif not self.stalled and (q.pending or q.ordered_backlog):
+            self.stalled = True
+            self._counters.window_stalls += 1
+        if not msgs:
+            return None
+        c = self._counters
+        c.frames_out += 1
+        c.messages_out += len(msgs)
+        return wire.batch(msgs)
 
     def frame_sent(self, size: int, now_ms: int) -> bytes | None:
         """A frame of ``size`` bytes went out; returns a ping to send for the window."""
         self.last_send_ms = now_ms
+        self._counters.bytes_out += size
         return self.window.on_sent(size)
 
     def request_close(self, code: int, reason: str) -> None:
@@ -372,6 +416,8 @@ class HubSession:
             self._refuse(HubError(ErrorCode.BAD_REQUEST, str(exc)), None)
             return
         first = msgs[0] if msgs else None
+        if first is not None:
+            self._counters.messages_in[type(first)] += 1
         if not isinstance(first, m.Hello):
             rid = first.id if first is not None else None
             self._refuse(HubError(ErrorCode.BAD_REQUEST, "the first message must be 'hello'"), rid)
@@ -543,6 +589,7 @@ class HubSession:
     # --- requests ---------------------------------------------------------------------
 
     def _handle(self, msg: m.Message | m.BadMessage, now: float) -> None:
+        self._counters.messages_in[type(msg)] += 1
         if isinstance(msg, m.BadMessage):
             self._send(self._error_reply(msg.id, msg.error))
             return

@@ -11,12 +11,25 @@ from typing import Any
 from aiohttp import web
 
 from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
-from ..core.acl import Identity, development
 from ..core.errors import CompanionHubError, ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
 from ..hub import Hub, HubConfig
+from ..metrics import add_metrics_route
 from ..protocol import encode as wire
+from ..web.routes import add_web_routes
+from .api import add_api_routes
+from .base import (
+    HTTP_STATUS,
+    HUB_KEY,
+    IDENTITY,
+    STOPPING,
+    address,
+    bearer,
+    error_response,
+    identity,
+    json_response,
+)
 from .listener import (
     FD_RESERVE,
     ConnectionGuard,
@@ -24,14 +37,18 @@ from .listener import (
     raise_fd_limit,
     throttle_accept_errors,
 )
+from .openapi import openapi_routes
 from .session import serve_connection
+from .sse import STREAMS, add_stream_routes
 from .tls import server_context
 
 log = logging.getLogger("companion_hub.server")
 
-HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
-# the request's Identity (see auth_middleware)
-IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+# (re-exported: HUB_KEY, IDENTITY and the status table live in .base)
+__all__ = ["HTTP_STATUS", "HUB_KEY", "IDENTITY", "HubServer", "UnsafeListen", "make_app"]
+
+# the routes anyone may read, also with tokens
+PUBLIC = frozenset({"/api/openapi.json"})
 
 
 def is_loopback(host: str) -> bool:
@@ -48,20 +65,6 @@ class UnsafeListen(CompanionHubError):
     """Listening beyond loopback without tokens, and allow_anonymous not set."""
 
 
-def _address(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return f"{peer[0]}:{peer[1]}" if peer else "unknown"
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _identity(request: web.Request) -> Identity:
-    return request.get(IDENTITY) or development("http")
-
-
 @web.middleware
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,15 +72,17 @@ async def auth_middleware(
     """With tokens, every /api route needs ``Authorization: Bearer TOKEN`` and acts
     with that token's role; /api/log also needs the role's log permission."""
     hub = request.app[HUB_KEY]
-    if hub.auth_required and request.path.startswith("/api/"):
+    if hub.auth_required and request.path.startswith("/api/") and request.path not in PUBLIC:
         try:
-            ident = await hub.access.http_identity(_bearer(request), _address(request))
+            ident = await hub.access.http_identity(bearer(request), address(request))
         except HubError as err:
-            resp = _error(err)
+            resp = error_response(err)
             resp.headers["WWW-Authenticate"] = 'Bearer realm="companion-hub"'
             return resp
         if request.path.startswith("/api/log") and not ident.may_read_log:
-            return _error(HubError(ErrorCode.FORBIDDEN, "your role may not read the event log"))
+            return error_response(
+                HubError(ErrorCode.FORBIDDEN, "your role may not read the event log")
+            )
         request[IDENTITY] = ident
     return await handler(request)
 
@@ -103,39 +108,14 @@ def _origin_allowed(request: web.Request, allowed: Sequence[str]) -> bool:
     return origin.lower() in {own.lower(), *(o.lower().rstrip("/") for o in allowed)}
 
 
-_HTTP_STATUS = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_OWNER: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.LIMIT_EXCEEDED: 429,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.TIMEOUT: 504,
-    ErrorCode.FAILED: 502,
-    ErrorCode.INTERNAL: 500,
-}
-
-
-def _json(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-def _error(err: HubError) -> web.Response:
-    return _json(wire.encode({"error": err.to_wire()}), _HTTP_STATUS[err.code])
-
-
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     if not _origin_allowed(request, hub.config.allowed_origins):
         log.warning(
             "cross-origin WebSocket refused",
-            extra={"origin": request.headers.get("Origin", "")[:200], "address": _address(request)},
+            extra={"origin": request.headers.get("Origin", "")[:200], "address": address(request)},
         )
-        return _error(
+        return error_response(
             HubError(ErrorCode.FORBIDDEN, "this Origin may not connect (see allowed_origins)")
         )
     lim = hub.limits
@@ -150,12 +130,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         autoping=False,  # the session answers pings and uses pongs as delivery acks
     )
     await ws.prepare(request)
-    await serve_connection(hub, ws, _address(request))
+    await serve_connection(hub, ws, address(request))
     return ws
 
 
 async def health_live(request: web.Request) -> web.Response:
-    return _json(b'{"status":"ok"}')
+    return json_response(b'{"status":"ok"}')
 
 
 async def health_ready(request: web.Request) -> web.Response:
@@ -165,9 +145,9 @@ async def health_ready(request: web.Request) -> web.Response:
     doc: dict[str, Any] = {"status": "ok" if error is None else "error"}
     if hub.auth_required:  # the details only for a valid token
         try:
-            await hub.access.http_identity(_bearer(request), _address(request))
+            await hub.access.http_identity(bearer(request), address(request))
         except HubError:
-            return _json(wire.encode(doc), 200 if error is None else 503)
+            return json_response(wire.encode(doc), 200 if error is None else 503)
     if error is not None:
         # the log cannot write (a full disk): writers are held until it can again
         doc["error"] = error
@@ -177,7 +157,7 @@ async def health_ready(request: web.Request) -> web.Response:
         # every change up to durable_rev is committed to the log on disk
         doc["durable_rev"] = event_log.durable_rev
         doc["log_pending"] = event_log.pending
-    return _json(wire.encode(doc), 200 if error is None else 503)
+    return json_response(wire.encode(doc), 200 if error is None else 503)
 
 
 async def get_state(request: web.Request) -> web.Response:
@@ -186,36 +166,51 @@ async def get_state(request: web.Request) -> web.Response:
     try:
         patterns = [parse_pattern(t, hub.limits.key_bytes) for t in texts]
     except HubError as err:
-        return _error(err)
+        return error_response(err)
     entries = hub.store.matching(patterns)
-    ident = _identity(request)
+    ident = identity(request)
     if not ident.reads_everything:  # outside the role: as if they did not exist
         entries = [e for e in entries if ident.may_read(e.key)]
     entries.sort(key=lambda e: e.key)
-    return _json(b'{"rev":%d,"entries":%b}' % (hub.store.rev, wire.entries_array(entries)))
+    return json_response(b'{"rev":%d,"entries":%b}' % (hub.store.rev, wire.entries_array(entries)))
 
 
 async def get_key(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     key = request.match_info["key"]
     if not is_valid_key(key, hub.limits.key_bytes):
-        return _error(HubError(ErrorCode.BAD_REQUEST, f"invalid key {key!r}"))
+        return error_response(HubError(ErrorCode.BAD_REQUEST, f"invalid key {key!r}"))
     e = hub.store.get(key)
-    if e is None or not _identity(request).may_read(key):
-        return _error(HubError(ErrorCode.NOT_FOUND, f"no key {key!r}"))
-    return _json(wire.entry(e))
+    if e is None or not identity(request).may_read(key):
+        return error_response(HubError(ErrorCode.NOT_FOUND, f"no key {key!r}"))
+    return json_response(wire.entry(e))
 
 
 def make_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=hub.limits.frame_bytes, middlewares=[auth_middleware])
+    # a body of exactly frame_bytes is accepted (aiohttp refuses client_max_size)
+    app = web.Application(client_max_size=hub.limits.frame_bytes + 1, middlewares=[auth_middleware])
     app[HUB_KEY] = hub
+    app[STOPPING] = asyncio.Event()
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/api/state", get_state)
     app.router.add_get("/api/state/{key}", get_key)
     add_log_routes(app, lambda: hub.event_log.settings.path if hub.event_log else None)
+    add_api_routes(app)
+    add_stream_routes(app)
+    add_metrics_route(app, hub)  # /metrics (Prometheus): open, like /health/*
+    add_web_routes(app)  # /client.js, /client.d.ts: the JavaScript SDK
+    openapi_routes(app)  # last: it describes the routes above
+    app.on_shutdown.append(_stop_streams)
     return app
+
+
+async def _stop_streams(app: web.Application) -> None:
+    """The server stops: open event streams and waiting requests end."""
+    app[STOPPING].set()
+    for queue in app[STREAMS].copy():
+        queue.notify()
 
 
 class HubServer:
@@ -232,6 +227,7 @@ class HubServer:
         self.hub = hub or Hub(config)
         self.config = self.hub.config
         self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
         self.port = self.config.port
         self.companion_configs = list(companions)
         self.adapters: list[CompanionAdapter] = []
@@ -239,8 +235,9 @@ class HubServer:
 
     async def start(self) -> None:
         cfg = self.config
+        self.app = make_app(self.hub)
         self._runner = web.AppRunner(
-            make_app(self.hub),
+            self.app,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=2.0,

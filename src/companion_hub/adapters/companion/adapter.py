@@ -120,6 +120,9 @@ class CompanionAdapter:
         self._synced_event = asyncio.Event()
         self._surface: dict[str, Any] = {}
         self._published: tuple[str, str, str] | None = None
+        # metrics: Satellite link drops and reconnects (plain counters on the hub)
+        self.counters = hub.adapter_counters(config.name)
+        self._dropped = False  # the link went down after a sync, not synchronised since
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class CompanionAdapter:
     # --- crashes (the supervisor restarts the task after this) -------------------------------
 
     def _satellite_crashed(self, exc: BaseException) -> None:
+        self._count_drop()
         n = self._mark_satellite_keys_stale()
         self._sat_status = LinkStatus(
             LinkState.ERROR, f"internal error: {type(exc).__name__}: {exc}"[:300]
@@ -217,8 +221,14 @@ class CompanionAdapter:
 
     # --- Satellite events ----------------------------------------------------------------------
 
+    def _count_drop(self) -> None:
+        if self._sat_status.state is LinkState.CONNECTED:
+            self.counters.link_drops += 1
+            self._dropped = True
+
     def _on_satellite_state(self, state: LinkState, detail: str, retry: float | None) -> None:
         if state is LinkState.DISCONNECTED:
+            self._count_drop()
             n = self._mark_satellite_keys_stale()
             log.warning(
                 "Companion Satellite link down",
@@ -289,6 +299,9 @@ class CompanionAdapter:
         self._sat_status = LinkStatus(
             LinkState.CONNECTED, str(self._info.get("detail", mode.value))
         )
+        if self._dropped:
+            self._dropped = False
+            self.counters.reconnects += 1
         log.info(
             "Companion Satellite link synchronised",
             extra={"mode": mode.value, "removed_keys": len(removed)},
