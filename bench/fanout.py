@@ -16,6 +16,10 @@ Reported (medians over runs, each run on a fresh hub):
 Reference in the same run: the writer alone (no subscribers) for 5 s.
 
     .venv/bin/python -m bench.fanout [--runs 3] [--duration 10] [--profile]
+
+``--sse N``: only (b), with N of the subscribers on Server-Sent Events
+(``GET /api/stream?pattern=**``) and the rest on the WebSocket, in the same run;
+deltas/s, delivered fraction and convergence by kind (results in ``fanout_sse.json``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .common import CpuMeter, HubProcess, median, save, table_row, wait_quiet, watchdog, workers
-from .load import BIN_S, sub_worker, writer_worker
+from .load import BIN_S, sse_worker, sub_worker, writer_worker
 from .profile import Profiler
 
 NAME = "fanout"
@@ -49,19 +53,27 @@ def run_once(
     data_dir: str | None = None,
     after_write: Callable[[HubProcess, dict[str, Any]], dict[str, Any]] | None = None,
     auth_read: list[str] | None = None,
+    sse: int = 0,
 ) -> dict[str, Any]:
     """One run on a fresh hub. ``data_dir``: the hub runs with its event log there;
     ``after_write(hub, writer_report)`` is called once the writer is done (its result
-    goes into the run's ``after_write``), while the hub and the clients still run."""
+    goes into the run's ``after_write``), while the hub and the clients still run.
+    ``sse``: that many of the ``subs`` subscribers use Server-Sent Events (in their own
+    client processes, see :func:`_split`); the run then has ``by_kind``."""
     params = {"duration": duration, "window": window, "per_frame": per_frame}
     quiet = wait_quiet()
     with HubProcess(data_dir=data_dir, auth_read=auth_read) as hub:
-        per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)] if subs else []
-        specs = []
-        first = 0
-        for n in per:
-            specs.append((sub_worker, (hub.ws_url, first, n, "fanout")))
-            first += n
+        specs: list[Any] = []
+        kinds: list[str] = []
+        for kind, n_kind, n_procs in _split(subs, sse, procs):
+            first = 0
+            for n in _spread(n_kind, n_procs):
+                if kind == "sse":
+                    specs.append((sse_worker, (hub.http_url, first, n)))
+                else:
+                    specs.append((sub_worker, (hub.ws_url, first, n, "fanout")))
+                kinds.append(kind)
+                first += n
         specs.append((writer_worker, (hub.ws_url, keys, "window", params)))
         with workers(specs) as ws:
             sub_ws, writer = ws[:-1], ws[-1]
@@ -94,6 +106,18 @@ def run_once(
     conv = [s["converged_at"] for s in all_subs]
     ok = all(c is not None for c in conv)
     conv_ms = (max(c for c in conv) - wr["last_ack"]) * 1000 if ok and conv else None
+    by_kind = None
+    if sse:
+        by_kind = {
+            kind: _kind_stats(
+                [s for k, r in zip(kinds, reports, strict=True) if k == kind for s in r["subs"]],
+                wr,
+                last_bin,
+                write_s,
+            )
+            for kind in ("ws", "sse")
+            if kind in kinds
+        }
     return {
         "accepted": wr["acked"],
         "errors": wr["errors"],
@@ -120,6 +144,50 @@ def run_once(
         "writer_max_inflight": wr["max_inflight"],
         "profile_top": prof_top,
         "after_write": extra,
+        **({"by_kind": by_kind} if by_kind is not None else {}),
+    }
+
+
+def _spread(n: int, procs: int) -> list[int]:
+    """``n`` subscribers over ``procs`` processes, as evenly as can be."""
+    return [n // procs + (1 if i < n % procs else 0) for i in range(procs)] if n else []
+
+
+def _split(subs: int, sse: int, procs: int) -> list[tuple[str, int, int]]:
+    """(kind, subscribers, processes) for each kind of subscriber. Each client process
+    runs one kind; the processes go to the kinds in proportion to their subscribers
+    (at least one each), so that a process has about as many as with one kind."""
+    sse = max(0, min(sse, subs))
+    ws = subs - sse
+    if not sse:
+        return [("ws", ws, procs)] if ws else []
+    if not ws:
+        return [("sse", sse, procs)]
+    p_sse = min(max(1, round(procs * sse / subs)), max(1, procs - 1))
+    return [("ws", ws, max(1, procs - p_sse)), ("sse", sse, p_sse)]
+
+
+def _kind_stats(
+    subs: list[dict[str, Any]], wr: dict[str, Any], last_bin: int, write_s: float
+) -> dict[str, Any]:
+    """Deltas/s, delivered fraction and convergence of one kind's subscribers."""
+    delivered = sum(sum(s["bins"][: last_bin + 1]) for s in subs)
+    conv = [s["converged_at"] for s in subs]
+    ok = all(c is not None for c in conv)
+    conv_ms = (max(conv) - wr["last_ack"]) * 1000 if ok and conv else None
+    n = len(subs)
+    return {
+        "subscribers": n,
+        "delivered_deltas": delivered,
+        "delivered_per_s": round(delivered / write_s) if n else 0,
+        "delivered_per_s_per_subscriber": round(delivered / write_s / n) if n else 0,
+        "delivered_fraction": round(delivered / (wr["acked"] * n), 4) if n else None,
+        "all_converged": ok,
+        "not_converged": sum(1 for c in conv if c is None),
+        "missing_keys_max": max((s["missing"] for s in subs), default=0),
+        "convergence_ms_raw": round(conv_ms, 2) if conv_ms is not None else None,
+        "convergence_ms": round(max(0.0, conv_ms), 2) if conv_ms is not None else None,
+        "version_violations": sum(s["violations"] for s in subs),
     }
 
 
@@ -229,6 +297,91 @@ def _compare_auth(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+_KIND_NAMES = {"sse": "SSE", "ws": "WebSocket"}
+
+
+def _compare_sse(args: argparse.Namespace) -> dict[str, Any]:
+    """(b) with ``args.sse`` of the subscribers on Server-Sent Events and the rest on
+    the WebSocket, in the same runs: delivered deltas/s, delivered fraction and
+    convergence by kind, and the writer's accepted writes/s."""
+    common = {"keys": args.keys, "window": args.window, "per_frame": args.per_frame}
+    sse = max(0, min(args.sse, args.subs))
+    runs = []
+    for i in range(args.runs):
+        r = run_once(subs=args.subs, procs=args.procs, duration=args.duration, sse=sse, **common)
+        runs.append(r)
+        kinds = "; ".join(
+            f"{_KIND_NAMES[k]} x{v['subscribers']}: {v['delivered_per_s']:,} deltas/s "
+            f"({(v['delivered_fraction'] or 0) * 100:.0f}%), converged {v['all_converged']} "
+            f"in {v['convergence_ms']} ms"
+            for k, v in r["by_kind"].items()
+        )
+        print(
+            f"  run {i + 1}: {r['writes_per_s']:,} writes/s; {kinds}; "
+            f"lag p99 {r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
+            f"other users' cpu {r['cpu']['other_cores']} cores",
+            flush=True,
+        )
+    by_kind: dict[str, Any] = {}
+    for k in runs[0]["by_kind"]:
+        ks = [r["by_kind"][k] for r in runs]
+        ok = all(x["all_converged"] for x in ks)
+        by_kind[k] = {
+            "subscribers": ks[0]["subscribers"],
+            "median_delivered_per_s": round(median(x["delivered_per_s"] for x in ks)),
+            "median_delivered_per_s_per_subscriber": round(
+                median(x["delivered_per_s_per_subscriber"] for x in ks)
+            ),
+            "median_delivered_fraction": median(x["delivered_fraction"] for x in ks),
+            "all_converged": ok,
+            "median_convergence_ms": round(median(x["convergence_ms"] for x in ks), 1)
+            if ok
+            else None,
+            "max_convergence_ms": max(x["convergence_ms"] for x in ks) if ok else None,
+            "version_violations": sum(x["version_violations"] for x in ks),
+        }
+    result = {
+        "params": {
+            "subscribers": args.subs,
+            "sse_subscribers": sse,
+            "client_processes": args.procs,
+            "client_processes_by_kind": {k: p for k, _, p in _split(args.subs, sse, args.procs)},
+            "keys": args.keys,
+            "duration_s": args.duration,
+            "window": args.window,
+            "sets_per_frame_max": args.per_frame,
+            "runs": args.runs,
+        },
+        "median_writes_per_s": round(median(r["writes_per_s"] for r in runs)),
+        "median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
+        "all_converged": all(r["all_converged"] for r in runs),
+        "by_kind": by_kind,
+        "runs": runs,
+    }
+    cells = []
+    for k in ("sse", "ws"):
+        if k in by_kind:
+            v = by_kind[k]
+            conv = (
+                f"converged in {v['median_convergence_ms']:.0f} ms "
+                f"(max {v['max_convergence_ms']:.0f} ms)"
+                if v["all_converged"]
+                else "**not converged**"
+            )
+            cells.append(
+                f"{_KIND_NAMES[k]}: {v['median_delivered_per_s']:,} deltas/s "
+                f"({v['median_delivered_per_s_per_subscriber']:,}/s each, "
+                f"{v['median_delivered_fraction'] * 100:.0f}% of writes x subscribers), {conv}"
+            )
+    print(
+        f"| (b) with {sse} SSE + {args.subs - sse} WebSocket subscribers: deltas/s and "
+        f"convergence by kind | {'; '.join(cells)}; writer {result['median_writes_per_s']:,} "
+        "writes/s |",
+        flush=True,
+    )
+    return result
+
+
 def _quiet(r: dict[str, Any], field: str, fmt: str) -> str:
     """The median over the runs during which the rest of the machine was quiet."""
     if not r.get("quiet_runs") or r["quiet_runs"] == r["params"]["runs"]:
@@ -301,8 +454,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="only (b) without and with tokens, alternating (results in fanout_auth.json)",
     )
+    ap.add_argument(
+        "--sse",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only (b), with N of the --subs subscribers on Server-Sent Events and the "
+        "rest on the WebSocket (results in fanout_sse.json)",
+    )
     args = ap.parse_args(argv)
     watchdog(args.runs * (args.duration + args.ref_duration + 120) * 2 + 60)
+    if args.sse:
+        result = _compare_sse(args)
+        save(NAME + "_sse", result)
+        return result
     if args.compare_auth:
         auth = _compare_auth(args)
         save(NAME + "_auth", auth)

@@ -10,6 +10,9 @@ instant: the clock is system-wide on Linux), and reports its results at the end.
   In fan-out mode it then waits for ``("final", {key: version})`` and reports when
   each mirror equalled that final state. In latency mode every delta value carries
   ``t`` (``time.time_ns()`` at send) and the worker reports a latency histogram.
+- :func:`sse_worker`: ``count`` Server-Sent-Events subscribers (``GET /api/stream``)
+  with the same mirror, bins, convergence and commands as :func:`sub_worker` in
+  fan-out mode (for ``bench.fanout --sse``).
 - :func:`writer_worker`: the ``writer`` client, owner of ``app.writer.*``: either
   as fast as the hub accepts with a window of un-acknowledged ``set`` requests, or
   paced at a fixed rate.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -102,12 +106,13 @@ def _decoder(t: type) -> Any:
 # --- subscribers --------------------------------------------------------------------------
 
 
-class _Sub:
-    __slots__ = ("at", "bins", "conn", "hist", "n", "name", "t0", "ver", "violations", "warm_ns")
+class _Mirror:
+    """A subscriber's bookkeeping: mirror (key -> version), arrival times, counters."""
 
-    def __init__(self, name: str, conn: RawConnection) -> None:
+    __slots__ = ("at", "bins", "hist", "n", "name", "t0", "ver", "violations", "warm_ns")
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.conn = conn
         self.ver: dict[str, int] = {}
         self.at: dict[str, float] = {}
         self.n = 0
@@ -116,6 +121,14 @@ class _Sub:
         self.t0 = 0.0
         self.warm_ns = 0
         self.hist: Histogram | None = None
+
+
+class _Sub(_Mirror):
+    __slots__ = ("conn",)
+
+    def __init__(self, name: str, conn: RawConnection) -> None:
+        super().__init__(name)
+        self.conn = conn
 
 
 # The subscribers are what (b) and (c) measure: deltas off the wire, decoded as fast as
@@ -220,59 +233,200 @@ async def _sub_main(conn: Any, url: str, first: int, count: int, mode: str) -> N
         reader = _read_latency if mode == "latency" else _read_fanout
         tasks = [asyncio.create_task(reader(s, decode)) for s in subs]
         conn.send(("ready", count))
-        cmd, t0, warm_ns = await pipe_recv(conn)
-        assert cmd == "go"
-        for s in subs:
-            s.t0 = t0
-            s.warm_ns = warm_ns
-            if mode == "latency":
-                s.hist = Histogram()
-        cmd, final, timeout = await pipe_recv(conn)
-        assert cmd == "final"
-        deadline = time.monotonic() + timeout
-        pending = list(subs)
-        converged: dict[str, float] = {}
-        while pending and time.monotonic() < deadline:
-            still = []
-            for s in pending:
-                ver = s.ver
-                if all(ver.get(k) == v for k, v in final.items()):
-                    converged[s.name] = max(s.at.get(k, 0.0) for k in final) if s.at else 0.0
-                else:
-                    still.append(s)
-            pending = still
-            if pending:
-                await asyncio.sleep(0.005)
-        if mode == "latency":
-            # the latency reader does not keep arrival times; convergence is "by now"
-            now = time.monotonic()
-            converged = {k: now for k in converged}
-        hist = Histogram()
-        for s in subs:
-            if s.hist is not None:
-                hist.merge(s.hist.bins)
-        report = {
-            "subs": [
-                {
-                    "name": s.name,
-                    "deltas": s.n,
-                    "bins": s.bins,
-                    "violations": s.violations,
-                    "converged_at": converged.get(s.name),
-                    "missing": 0
-                    if s.name in converged
-                    else sum(1 for k, v in final.items() if s.ver.get(k) != v),
-                }
-                for s in subs
-            ],
-            "hist": hist.bins if mode == "latency" else None,
-            "hist_res_us": hist.res,
-        }
+        report = await _coordinate(conn, subs, mode)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in subs:
             await s.conn.close()
+    conn.send(("report", report))
+
+
+async def _coordinate(conn: Any, subs: Sequence[_Mirror], mode: str) -> dict[str, Any]:
+    """The command protocol after ``ready``, shared by the WebSocket and SSE
+    subscribers (``subs``: :class:`_Mirror` objects their readers keep up to date):
+    ``go`` starts the delta bins, ``final`` the wait for convergence; returns the
+    report."""
+    cmd, t0, warm_ns = await pipe_recv(conn)
+    assert cmd == "go"
+    for s in subs:
+        s.t0 = t0
+        s.warm_ns = warm_ns
+        if mode == "latency":
+            s.hist = Histogram()
+    cmd, final, timeout = await pipe_recv(conn)
+    assert cmd == "final"
+    deadline = time.monotonic() + timeout
+    pending = list(subs)
+    converged: dict[str, float] = {}
+    while pending and time.monotonic() < deadline:
+        still = []
+        for s in pending:
+            ver = s.ver
+            if all(ver.get(k) == v for k, v in final.items()):
+                converged[s.name] = max(s.at.get(k, 0.0) for k in final) if s.at else 0.0
+            else:
+                still.append(s)
+        pending = still
+        if pending:
+            await asyncio.sleep(0.005)
+    if mode == "latency":
+        # the latency reader does not keep arrival times; convergence is "by now"
+        now = time.monotonic()
+        converged = {k: now for k in converged}
+    hist = Histogram()
+    for s in subs:
+        if s.hist is not None:
+            hist.merge(s.hist.bins)
+    report = {
+        "subs": [
+            {
+                "name": s.name,
+                "deltas": s.n,
+                "bins": s.bins,
+                "violations": s.violations,
+                "converged_at": converged.get(s.name),
+                "missing": 0
+                if s.name in converged
+                else sum(1 for k, v in final.items() if s.ver.get(k) != v),
+            }
+            for s in subs
+        ],
+        "hist": hist.bins if mode == "latency" else None,
+        "hist_res_us": hist.res,
+    }
+    return report
+
+
+# --- Server-Sent-Events subscribers --------------------------------------------------------
+#
+# The same bookkeeping over ``GET /api/stream?pattern=**`` (docs/http.md): each event is
+# ``id: REV\nevent: KIND\ndata: JSON\n\n`` (one ``data:`` line: the JSON has no raw
+# newline), comments (``: ping``) and ``retry:`` in between. The reader takes whatever
+# bytes have arrived, splits the complete events on blank lines and decodes the data of
+# all the deltas of a read at once (one JSON array), typed.
+
+
+class _SDelta(msgspec.Struct):
+    key: str
+    version: int = 0
+    rev: int = 0
+    deleted: bool = False
+
+
+class _SSnap(msgspec.Struct):
+    rev: int = 0
+    entries: list[SnapEntry] = []
+
+
+_sse_deltas = msgspec.json.Decoder(list[_SDelta]).decode
+_sse_snapshot = msgspec.json.Decoder(_SSnap).decode
+_DATA = b"\ndata: "
+_DELTA = b"\nevent: delta\n"
+
+
+class _SseSub(_Mirror):
+    __slots__ = ("buf", "resp")
+
+    def __init__(self, name: str, resp: aiohttp.ClientResponse) -> None:
+        super().__init__(name)
+        self.resp = resp
+        self.buf = bytearray()  # bytes read after the last complete event
+
+
+async def _sse_open(session: aiohttp.ClientSession, url: str, name: str) -> _SseSub:
+    """Open a stream and read up to its snapshot (which fills the mirror)."""
+    headers = {"Accept": "text/event-stream"}
+    token = hub_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    resp = await session.get(
+        url, params={"pattern": "**"}, headers=headers, timeout=aiohttp.ClientTimeout(total=None)
+    )
+    if resp.status != 200:
+        raise RuntimeError(f"{name}: GET /api/stream answered {resp.status}")
+    sub = _SseSub(name, resp)
+    buf = sub.buf
+    scanned = 0
+    while True:
+        chunk = await resp.content.readany()
+        if not chunk:
+            raise RuntimeError(f"{name}: the stream ended during the snapshot")
+        now = time.monotonic()
+        buf += chunk
+        while True:
+            end = buf.find(b"\n\n", scanned)
+            if end < 0:
+                scanned = max(0, len(buf) - 1)
+                break
+            block = bytes(buf[:end])
+            del buf[: end + 2]
+            scanned = 0
+            i = block.find(_DATA)
+            if i >= 0 and b"event: snapshot" in block[:i]:
+                for e in _sse_snapshot(block[i + len(_DATA) :]).entries:
+                    sub.ver[e.key] = e.version
+                    sub.at[e.key] = now
+                return sub
+
+
+async def _read_sse(sub: _SseSub) -> None:
+    read = sub.resp.content.readany
+    buf = sub.buf
+    ver = sub.ver
+    at = sub.at
+    mono = time.monotonic
+    chunk = b""  # first what _sse_open read after the snapshot
+    while True:
+        now = mono()
+        buf += chunk
+        end = buf.rfind(b"\n\n")
+        if end >= 0:
+            blocks = bytes(buf[:end]).split(b"\n\n")
+            del buf[: end + 2]
+            datas = [b[b.find(_DATA) + len(_DATA) :] for b in blocks if _DELTA in b]
+            if datas:
+                for m in _sse_deltas(b"[" + b",".join(datas) + b"]"):
+                    key = m.key
+                    if m.version < ver.get(key, 0):
+                        sub.violations += 1
+                    ver[key] = m.version
+                    at[key] = now
+                n = len(datas)
+                if sub.t0:
+                    sub.n += n
+                    i = int((now - sub.t0) / BIN_S)
+                    if 0 <= i < MAX_BINS:
+                        sub.bins[i] += n
+        try:
+            chunk = await read()
+        except (aiohttp.ClientError, ConnectionError):
+            return
+        if not chunk:
+            return
+
+
+def sse_worker(conn: Any, url_base: str, first: int, count: int) -> None:
+    """``count`` SSE subscribers to ``**`` (``GET {url_base}/api/stream``), with the
+    same command protocol and report as :func:`sub_worker` in fan-out mode."""
+    run_loop(_sse_main(conn, url_base, first, count))
+
+
+async def _sse_main(conn: Any, url_base: str, first: int, count: int) -> None:
+    url = url_base.rstrip("/") + "/api/stream"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        subs = await asyncio.gather(
+            *(_sse_open(session, url, f"sse{i:03d}") for i in range(first, first + count))
+        )
+        tasks = [asyncio.create_task(_read_sse(s)) for s in subs]
+        conn.send(("ready", count))
+        report = await _coordinate(conn, subs, "fanout")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in subs:
+            s.resp.close()
     conn.send(("report", report))
 
 

@@ -181,6 +181,11 @@ def _print_demo_help(port: int, companion: CompanionConfig) -> None:
         f"""
 companion-hub demo: the hub on {url}, mirroring a simulated Companion
 (Satellite on 127.0.0.1:{companion.port}, HTTP on 127.0.0.1:{companion.http_port}).
+
+Dashboard (state, Companion buttons, clients, event log, commands) in a browser:
+
+  http://127.0.0.1:{port}/
+
 In another terminal:
 
   .venv/bin/companion-hub watch 'companion.**'{extra}

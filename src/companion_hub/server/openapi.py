@@ -303,6 +303,48 @@ def _operations() -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "/": {
+            "get": {
+                "summary": 'The dashboard (index.html; README.md "Dashboard")',
+                "operationId": "dashboard",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                },
+            }
+        },
+        "/dashboard.js": {
+            "get": {
+                "summary": "The dashboard's script (an ES module on /client.js)",
+                "operationId": "dashboardJs",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the module",
+                        "content": {"application/javascript": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                },
+            }
+        },
+        "/dashboard.css": {
+            "get": {
+                "summary": "The dashboard's style sheet",
+                "operationId": "dashboardCss",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the style sheet",
+                        "content": {"text/css": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

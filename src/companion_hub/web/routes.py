@@ -1,5 +1,6 @@
 """Serve the JavaScript client from the package: ``GET /client.js`` and
-``GET /client.d.ts``.
+``GET /client.d.ts``; and the dashboard (``web/dashboard/``): ``GET /`` (its
+``index.html``), ``GET /dashboard.js`` and ``GET /dashboard.css``.
 
 The files are read once, when the routes are added. Each response carries a strong
 ``ETag`` (a hash of the content) and ``Cache-Control: no-cache``, so browsers revalidate
@@ -23,12 +24,18 @@ CLIENT_DTS = "companion-hub.d.ts"
 _ROUTES = {
     "/client.js": (CLIENT_JS, "application/javascript; charset=utf-8"),
     "/client.d.ts": (CLIENT_DTS, "text/plain; charset=utf-8"),
+    "/": ("dashboard/index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": ("dashboard/dashboard.js", "application/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard/dashboard.css", "text/css; charset=utf-8"),
 }
 
 
 def read_asset(name: str) -> bytes:
-    """The bytes of one of the package's web files."""
-    return resources.files(__package__).joinpath(name).read_bytes()
+    """The bytes of one of the package's web files (``name`` may be ``dir/file``)."""
+    node = resources.files(__package__)
+    for part in name.split("/"):
+        node = node.joinpath(part)
+    return node.read_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,8 @@ class _Asset:
 
 
 def add_web_routes(app: web.Application) -> None:
-    """Add ``GET /client.js`` and ``GET /client.d.ts`` (HEAD too) to ``app``."""
+    """Add ``GET /client.js``, ``GET /client.d.ts`` and the dashboard (``/``,
+    ``/dashboard.js``, ``/dashboard.css``), HEAD too, to ``app``."""
     for path, (name, content_type) in _ROUTES.items():
         body = read_asset(name)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
