@@ -33,7 +33,9 @@ server stops; its subscription is removed then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterator
 
@@ -54,6 +56,11 @@ log = logging.getLogger("companion_hub.server.sse")
 
 RETRY_MS = 2000  # the browser's reconnection delay
 TAKE_BYTES = 64 * 1024  # deltas per write
+# SSE has no pong, so the WebSocket's delivery window cannot bound what is in flight;
+# a small kernel send buffer does: a slow reader then holds the writer in ``write``
+# (and newer changes coalesce in the queue) instead of megabytes of superseded
+# deltas waiting in the socket (loopback autotunes its buffers to several MB)
+SEND_BUFFER_BYTES = 128 * 1024
 CHUNK_ENTRIES = 256  # snapshot entries per write
 # the live streams' queues (diagnostics and tests)
 STREAMS: web.AppKey[set[DeliveryQueue]] = web.AppKey("streams")
@@ -181,6 +188,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     heartbeat = hub.config.heartbeat_ms / 1000
     try:
         await resp.prepare(request)
+        _small_send_buffer(request)
         await resp.write(b"retry: %d\n\n" % RETRY_MS)
         for part in _snapshot_parts(hub.hub_id, rev, mode, entries, removed):
             await resp.write(part)
@@ -216,3 +224,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
 def add_stream_routes(app: web.Application) -> None:
     app[STREAMS] = set()
     app.router.add_get("/api/stream", stream)
+
+
+def _small_send_buffer(request: web.Request) -> None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
