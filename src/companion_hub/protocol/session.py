@@ -36,13 +36,14 @@ from ..core.acl import Identity, development
 from ..core.commands import CommandRouter, InFlight, Outcome, ReplyStatus, ResultCallback
 from ..core.delivery import DeliveryQueue
 from ..core.errors import ErrorCode, HubError
-from ..core.keys import Pattern, is_valid_client_name, match, parse_pattern
+from ..core.keys import Pattern, is_valid_client_name, parse_pattern
 from ..core.limits import Limits
 from ..core.ratelimit import TokenBucket
 from ..core.store import Entry, Store
 from ..core.window import DeliveryWindow
 from . import encode as wire
 from . import messages as m
+from .snapshot import take_snapshot
 
 if TYPE_CHECKING:
     from ..core.writer import Writer
@@ -625,37 +626,24 @@ class HubSession:
         if len(self.subs) >= lim.subscriptions:
             raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {lim.subscriptions} subscriptions")
         patterns = self._patterns(msg.patterns)
-        store = host.store
         # --- one synchronous step: snapshot and registration, nothing in between ---
-        rev = store.rev
-        mode = "full"
-        removed: list[tuple[str, int, int]] = []  # (key, version, rev) of a delete
-        entries: list[Entry] = []
+        snap = None
         if msg.snapshot:
-            changed = None
-            if msg.since is not None and self.resume_hub == host.hub_id and 0 <= msg.since <= rev:
-                changed = store.last_changes_since(msg.since)
-            if changed is not None:
-                mode = "incremental"
-                for key, last_rev in changed.items():
-                    if any(match(p, key) for p in patterns):
-                        e = store.get(key)
-                        if e is None:
-                            removed.append((key, store.deleted_version(key), last_rev))
-                        else:
-                            entries.append(e)
-            else:
-                entries = store.matching(patterns)
-            ident = self.identity
-            if not ident.reads_everything:  # outside the role: as if they did not exist
-                entries = [e for e in entries if ident.may_read(e.key)]
-                removed = [r for r in removed if ident.may_read(r[0])]
+            since = msg.since if self.resume_hub == host.hub_id else None
+            snap = take_snapshot(host.store, patterns, since, self.identity)
+        rev = host.store.rev
         host.subscribe(self.queue, patterns, msg.events)
         self.subs[msg.sub] = _Sub(patterns, msg.events)
-        if msg.snapshot:
+        if snap is not None:
             self.queue.push_lazy(
                 wire.snapshot_chunks(
-                    msg.id, msg.sub, rev, mode, entries, removed, self.settings.snapshot_chunk_bytes
+                    msg.id,
+                    msg.sub,
+                    snap.rev,
+                    snap.mode,
+                    snap.entries,
+                    snap.removed,
+                    self.settings.snapshot_chunk_bytes,
                 ),
                 rev,
             )

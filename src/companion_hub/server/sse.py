@@ -44,9 +44,10 @@ from aiohttp import web
 
 from ..core.delivery import DeliveryQueue
 from ..core.errors import ErrorCode, HubError
-from ..core.keys import Pattern, match, parse_pattern
+from ..core.keys import Pattern, parse_pattern
 from ..core.store import Entry
 from ..protocol import encode as wire
+from ..protocol.snapshot import take_snapshot
 from .base import HUB_KEY, STOPPING, error_response
 from .base import identity as request_identity
 
@@ -151,30 +152,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     wake = asyncio.Event()
     queue = DeliveryQueue(hub.limits.event_queue, notify=wake.set)
     queue.may_read = ident.reader  # shared by the role: see Hub._fan_out
-    store = hub.store
     # --- one synchronous step: snapshot and registration, nothing in between ---
-    rev = store.rev
-    mode = "full"
-    removed: list[tuple[str, int, int]] = []
-    entries: list[Entry] = []
-    changed = None
-    if since is not None and 0 <= since <= rev:
-        changed = store.last_changes_since(since)
-    if changed is not None:
-        mode = "incremental"
-        for key, last_rev in changed.items():
-            if any(match(p, key) for p in patterns):
-                e = store.get(key)
-                if e is None:
-                    removed.append((key, store.deleted_version(key), last_rev))
-                else:
-                    entries.append(e)
-    else:
-        entries = store.matching(patterns)
-        entries.sort(key=lambda e: e.key)
-    if not ident.reads_everything:  # outside the role: as if they did not exist
-        entries = [e for e in entries if ident.may_read(e.key)]
-        removed = [r for r in removed if ident.may_read(r[0])]
+    snap = take_snapshot(hub.store, patterns, since, ident)
+    if snap.mode == "full":
+        snap.entries.sort(key=lambda e: e.key)
     hub.subscribe(queue, patterns, False)
     streams = request.app[STREAMS]
     streams.add(queue)
@@ -190,9 +171,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         _small_send_buffer(request)
         await resp.write(b"retry: %d\n\n" % RETRY_MS)
-        for part in _snapshot_parts(hub.hub_id, rev, mode, entries, removed):
+        for part in _snapshot_parts(hub.hub_id, snap.rev, snap.mode, snap.entries, snap.removed):
             await resp.write(part)
-        del entries, removed
+        del snap  # the entries it holds: not kept for the stream's lifetime
         last_write = time.monotonic()
         while not stopping.is_set():
             msgs = queue.take(TAKE_BYTES, wire.dropped)
