@@ -275,76 +275,23 @@ def _operations() -> dict[str, dict[str, Any]]:
                 },
             }
         },
-        "/client.js": {
-            "get": {
-                "summary": "The JavaScript SDK (an ES module; docs/js-client.md)",
-                "operationId": "clientJs",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the module",
-                        "content": {"application/javascript": {"schema": {"type": "string"}}},
-                    },
-                    "304": {"description": "not modified (If-None-Match)"},
-                },
-            }
-        },
-        "/client.d.ts": {
-            "get": {
-                "summary": "The JavaScript SDK's TypeScript declarations",
-                "operationId": "clientDts",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the declarations",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    "304": {"description": "not modified (If-None-Match)"},
-                },
-            }
-        },
-        "/": {
-            "get": {
-                "summary": 'The dashboard (index.html; README.md "Dashboard")',
-                "operationId": "dashboard",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the page",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    },
-                    "304": {"description": "not modified (If-None-Match)"},
-                },
-            }
-        },
-        "/dashboard.js": {
-            "get": {
-                "summary": "The dashboard's script (an ES module on /client.js)",
-                "operationId": "dashboardJs",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the module",
-                        "content": {"application/javascript": {"schema": {"type": "string"}}},
-                    },
-                    "304": {"description": "not modified (If-None-Match)"},
-                },
-            }
-        },
-        "/dashboard.css": {
-            "get": {
-                "summary": "The dashboard's style sheet",
-                "operationId": "dashboardCss",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the style sheet",
-                        "content": {"text/css": {"schema": {"type": "string"}}},
-                    },
-                    "304": {"description": "not modified (If-None-Match)"},
-                },
-            }
-        },
+        "/client.js": _static_file(
+            "The JavaScript SDK (an ES module; docs/js-client.md)",
+            "clientJs",
+            "application/javascript",
+        ),
+        "/client.d.ts": _static_file(
+            "The JavaScript SDK's TypeScript declarations", "clientDts", "text/plain"
+        ),
+        "/": _static_file(
+            'The dashboard (index.html; README.md "Dashboard")', "dashboard", "text/html"
+        ),
+        "/dashboard.js": _static_file(
+            "The dashboard's script (an ES module on /client.js)",
+            "dashboardJs",
+            "application/javascript",
+        ),
+        "/dashboard.css": _static_file("The dashboard's style sheet", "dashboardCss", "text/css"),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
@@ -358,6 +305,24 @@ def _operations() -> dict[str, dict[str, Any]]:
                 },
             }
         },
+    }
+
+
+def _static_file(summary: str, operation_id: str, content_type: str) -> dict[str, Any]:
+    """A file the hub serves as it is, with an ETag (web/routes.py)."""
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation_id,
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": summary,
+                    "content": {content_type: {"schema": {"type": "string"}}},
+                },
+                "304": {"description": "not modified (If-None-Match)"},
+            },
+        }
     }
 
 
