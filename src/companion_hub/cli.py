@@ -51,6 +51,26 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="accept clients without tokens on a non-loopback address (not recommended)",
     )
+    p.add_argument(
+        "--mqtt",
+        metavar="HOST[:PORT]",
+        help="bridge the hub to the MQTT broker at HOST (port 1883 unless given)",
+    )
+    p.add_argument("--mqtt-prefix", metavar="PREFIX", help="topic prefix (default companion-hub)")
+    p.add_argument("--mqtt-username", metavar="USER")
+    p.add_argument(
+        "--mqtt-password-file",
+        metavar="FILE",
+        help="file holding the broker password (or set COMPANION_HUB_MQTT_PASSWORD)",
+    )
+    p.add_argument("--mqtt-version", choices=["5", "3.1.1"])
+    p.add_argument(
+        "--mqtt-discovery",
+        action="store_const",
+        const=True,
+        default=None,
+        help="announce Companion's buttons and variables to Home Assistant",
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this cert")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
@@ -72,6 +92,12 @@ def _settings(args: argparse.Namespace) -> Settings:
             "allow_anonymous": args.allow_anonymous,
             "tls_cert": args.tls_cert,
             "tls_key": args.tls_key,
+            "mqtt_broker": args.mqtt,
+            "mqtt_prefix": args.mqtt_prefix,
+            "mqtt_username": args.mqtt_username,
+            "mqtt_password_file": args.mqtt_password_file,
+            "mqtt_version": args.mqtt_version,
+            "mqtt_discovery": args.mqtt_discovery,
         },
     )
 
@@ -99,7 +125,8 @@ async def _run_hub(settings: Settings, *, simulate: bool = False) -> None:
         companions = [c.adapter_config() for c in settings.companion]
         if simulate:
             companions = [await stack.enter_async_context(_demo_simulator())]
-        server = HubServer(settings.hub_config(), companions=companions)
+        bridges = [m.bridge_config() for m in settings.mqtt]
+        server = HubServer(settings.hub_config(), companions=companions, mqtt=bridges)
         await server.start()
         server_box.append(server)
         stack.push_async_callback(server.stop)

@@ -42,6 +42,7 @@ from .hub import HubConfig
 
 if TYPE_CHECKING:
     from .adapters.companion.adapter import CompanionConfig
+    from .adapters.mqtt.config import MqttConfig
 
 ENV_PREFIX = "COMPANION_HUB_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -121,6 +122,99 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
         )
 
 
+class MqttImportFile(msgspec.Struct, forbid_unknown_fields=True):
+    """One ``[[mqtt.import]]``: MQTT topic filter -> key template (docs/mqtt.md)."""
+
+    topic: str
+    key: str
+    availability: str = ""
+    online: str = "online"
+    offline: str = "offline"
+    format: str = "json"
+
+
+class MqttFile(msgspec.Struct, forbid_unknown_fields=True, rename={"imports": "import"}):
+    """One ``[[mqtt]]`` table: a broker and what the bridge does on it (docs/mqtt.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = 1883, or 8883 with tls
+    name: str = "mqtt"
+    client_id: str = ""
+    username: str = ""
+    # the password: from this environment variable, or from this file (never inline,
+    # never logged)
+    password_env: str = "COMPANION_HUB_MQTT_PASSWORD"
+    password_file: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    prefix: str = "companion-hub"
+    publish: list[str] = msgspec.field(default_factory=lambda: ["**"])
+    plain: bool = False
+    version: str = "5"
+    qos: int = 1
+    keepalive: int = 30
+    commands: bool = True
+    call: list[str] = msgspec.field(default_factory=lambda: ["companion:*", "app.*:*"])
+    namespace: str = "mqtt"
+    imports: list[MqttImportFile] = msgspec.field(default_factory=list)
+    max_imported_keys: int = 10_000
+    max_in_flight: int = 100
+    discovery: bool = False
+    discovery_prefix: str = "homeassistant"
+    discovery_companion: str = "companion"
+
+    def bridge_config(self, env: Mapping[str, str] | None = None) -> MqttConfig:
+        """The bridge's configuration; the password is read here (ConfigError if its
+        file cannot be read). Raises ConfigError for an invalid table."""
+        from .adapters.mqtt.config import MqttConfig, validate
+        from .adapters.mqtt.topics import ImportRule, TopicError
+
+        env = os.environ if env is None else env
+        where = f"mqtt {self.name!r}"
+        password: str | None = None
+        if self.password_file:
+            try:
+                password = Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{where}: password_file: {exc.strerror}") from None
+        elif self.password_env and env.get(self.password_env):
+            password = env[self.password_env]
+        try:
+            imports = [
+                ImportRule(i.topic, i.key, i.availability or None, i.online, i.offline, i.format)
+                for i in self.imports
+            ]
+            cfg = MqttConfig(
+                name=self.name,
+                host=self.host,
+                port=self.port or (8883 if self.tls else 1883),
+                client_id=self.client_id,
+                username=self.username or None,
+                password=password,
+                tls=self.tls,
+                tls_ca=self.tls_ca or None,
+                prefix=self.prefix,
+                publish=list(self.publish),
+                plain=self.plain,
+                version=self.version,
+                qos=self.qos,
+                keepalive=self.keepalive,
+                commands=self.commands,
+                call=list(self.call),
+                namespace=self.namespace,
+                imports=imports,
+                max_imported_keys=self.max_imported_keys,
+                max_in_flight=self.max_in_flight,
+                discovery=self.discovery,
+                discovery_prefix=self.discovery_prefix,
+                discovery_companion=self.discovery_companion,
+            )
+            validate(cfg)
+        except (TopicError, ValueError, HubError) as exc:
+            raise ConfigError(f"{where}: {getattr(exc, 'message', exc)}") from None
+        return cfg
+
+
 class LogFile(msgspec.Struct, forbid_unknown_fields=True):
     """``[log]``: the event log's batching, back-pressure, snapshots and retention."""
 
@@ -162,6 +256,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     companion: list[CompanionFile] = msgspec.field(default_factory=list)
+    mqtt: list[MqttFile] = msgspec.field(default_factory=list)
     # where the event log lives: a directory, "memory" (no file: gone at exit),
     # or "" for the default (the user's data directory)
     data_dir: str = ""
@@ -274,13 +369,34 @@ def load_settings(
         if k.startswith("companion_") and overrides[k] is not None
     }
     overrides.pop("companion_host", None)
+    mqtt_flags = {
+        k.removeprefix("mqtt_"): overrides.pop(k)
+        for k in list(overrides)
+        if k.startswith("mqtt_") and overrides[k] is not None
+    }
+    for k in [k for k in overrides if k.startswith("mqtt_")]:
+        overrides.pop(k)
+    if mqtt_flags:
+        # --mqtt HOST[:PORT] and friends: the first bridge (created if none)
+        if "broker" in mqtt_flags:
+            host, _, port = str(mqtt_flags.pop("broker")).rpartition(":")
+            if host and port.isdigit():
+                mqtt_flags["host"], mqtt_flags["port"] = host.strip("[]"), int(port)
+            else:
+                mqtt_flags["host"] = str(host + _ + port)
+        tables = list(data.get("mqtt") or [{}])
+        first = dict(tables[0])
+        first.update(mqtt_flags)
+        data["mqtt"] = [first, *tables[1:]]
     if companion_flags:
         # --companion HOST and friends: the first Companion instance (created if none)
         tables = list(data.get("companion") or [{}])
         first = dict(tables[0])
         first.update(companion_flags)
         data["companion"] = [first, *tables[1:]]
-    data.update({k: v for k, v in overrides.items() if v is not None and k != "companion"})
+    data.update(
+        {k: v for k, v in overrides.items() if v is not None and k not in ("companion", "mqtt")}
+    )
     try:
         settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
@@ -341,6 +457,19 @@ def _validate(s: Settings) -> None:
         for t in c.transferable:
             if t.type not in ("input", "output"):
                 raise ConfigError(f"{where}: transferable {t.id!r}: type is 'input' or 'output'")
+    bridges = [m.name for m in s.mqtt]
+    if len(set(bridges)) != len(bridges):
+        raise ConfigError("mqtt: each [[mqtt]] needs its own name")
+    if set(bridges) & set(names):
+        raise ConfigError("mqtt: a bridge's name must differ from every [[companion]] name")
+    for m in s.mqtt:
+        if not is_valid_client_name(m.name):
+            raise ConfigError(f"mqtt {m.name!r}: name must match [a-z0-9][a-z0-9_-]*")
+        if any(m.namespace == c.namespace for c in s.companion):
+            raise ConfigError(f"mqtt {m.name!r}: namespace {m.namespace!r} is a Companion's")
+    namespaces = [m.namespace for m in s.mqtt if m.imports]
+    if len(set(namespaces)) != len(namespaces):
+        raise ConfigError("mqtt: bridges that import need namespaces of their own")
     for name, rf in s.roles.items():
         try:
             rf.role(name).check()

@@ -216,6 +216,11 @@ class Store:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (a bridge that stops); nothing if it is not one."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def register_namespace(self, name: str, owner: str) -> Namespace:
         """Create namespace ``name`` owned by ``owner``; idempotent for the same owner."""
         ns = self._namespaces.get(name)

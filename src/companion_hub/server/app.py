@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
+from ..adapters.mqtt.bridge import MqttBridge
+from ..adapters.mqtt.config import MqttConfig
 from ..core.errors import CompanionHubError, ErrorCode, HubError
 from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
@@ -222,6 +224,7 @@ class HubServer:
         *,
         hub: Hub | None = None,
         companions: Sequence[CompanionConfig] = (),
+        mqtt: Sequence[MqttConfig] = (),
     ) -> None:
         check_listen_safety(hub.config if hub is not None else config or HubConfig())
         self.hub = hub or Hub(config)
@@ -230,7 +233,8 @@ class HubServer:
         self.app: web.Application | None = None
         self.port = self.config.port
         self.companion_configs = list(companions)
-        self.adapters: list[CompanionAdapter] = []
+        self.mqtt_configs = list(mqtt)
+        self.adapters: list[CompanionAdapter | MqttBridge] = []
         self.guard: ConnectionGuard | None = None
 
     async def start(self) -> None:
@@ -271,6 +275,21 @@ class HubServer:
                     "satellite": f"{cc.transport}://{cc.host}:{cc.port}",
                     "http": f"http://{cc.host}:{cc.http_port}" if cc.http else None,
                     "device_id": adapter.device_id,
+                },
+            )
+        for mc in self.mqtt_configs:
+            bridge = MqttBridge(self.hub, mc)
+            await bridge.start()
+            self.adapters.append(bridge)
+            log.info(
+                "MQTT bridge started",
+                extra={
+                    "bridge": mc.name,
+                    "broker": mc.url,
+                    "prefix": mc.prefix,
+                    "version": mc.version,
+                    "imports": len(mc.imports),
+                    "discovery": mc.discovery,
                 },
             )
         log.info(

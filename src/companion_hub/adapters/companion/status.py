@@ -6,28 +6,11 @@ The Satellite link and the HTTP link each have a :class:`LinkState`; the adapter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from ..linkstate import LinkState, LinkStatus
 
-class LinkState(StrEnum):
-    """A link's state. The values are what users see in ``hub.adapters.<name>``."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTED = "disconnected"
-    ERROR = "error"  # the link's task failed unexpectedly and waits for its restart
-    OFF = "off"  # the HTTP link is not configured (never the adapter's own state)
-
-
-@dataclass(frozen=True)
-class LinkStatus:
-    """One link's state, why, and (after a drop) when it is retried (epoch seconds)."""
-
-    state: LinkState
-    detail: str = ""
-    retry_at: float | None = None
+__all__ = ["LinkState", "LinkStatus", "adapter_state", "adapter_status"]
 
 
 def adapter_state(satellite: LinkState, http: LinkState) -> LinkState:
