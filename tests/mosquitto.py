@@ -61,10 +61,12 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         persistence: bool = False,
         port: int | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.binary = binary or mosquitto_binary() or "mosquitto"
         self.users = dict(users or {})
         self.persistence = persistence
+        self.tls = tls  # (certificate chain PEM, key PEM): the listener speaks TLS only
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.dir = Path(tempfile.mkdtemp(prefix="hub-mosquitto-"))
@@ -84,6 +86,8 @@ class Mosquitto:
             "log_type notice",
             "log_dest stderr",
         ]
+        if self.tls is not None:
+            lines += [f"certfile {self.tls[0]}", f"keyfile {self.tls[1]}"]
         if self.users:
             pw = self.dir / "passwords"
             pw.write_text("")

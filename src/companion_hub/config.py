@@ -379,11 +379,9 @@ def load_settings(
     if mqtt_flags:
         # --mqtt HOST[:PORT] and friends: the first bridge (created if none)
         if "broker" in mqtt_flags:
-            host, _, port = str(mqtt_flags.pop("broker")).rpartition(":")
-            if host and port.isdigit():
-                mqtt_flags["host"], mqtt_flags["port"] = host.strip("[]"), int(port)
-            else:
-                mqtt_flags["host"] = str(host + _ + port)
+            mqtt_flags["host"], port = _host_port(str(mqtt_flags.pop("broker")))
+            if port is not None:
+                mqtt_flags["port"] = port
         tables = list(data.get("mqtt") or [{}])
         first = dict(tables[0])
         first.update(mqtt_flags)
@@ -404,6 +402,23 @@ def load_settings(
         raise ConfigError(f"{where}: {exc}") from None
     _validate(settings)
     return settings
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]``, ``[IPv6]:PORT`` or a bare IPv6 address."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+        return host, int(port) if port.isdigit() else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return text, None
+
+
+def _nests(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 def _validate(s: Settings) -> None:
@@ -465,11 +480,14 @@ def _validate(s: Settings) -> None:
     for m in s.mqtt:
         if not is_valid_client_name(m.name):
             raise ConfigError(f"mqtt {m.name!r}: name must match [a-z0-9][a-z0-9_-]*")
-        if any(m.namespace == c.namespace for c in s.companion):
-            raise ConfigError(f"mqtt {m.name!r}: namespace {m.namespace!r} is a Companion's")
-    namespaces = [m.namespace for m in s.mqtt if m.imports]
-    if len(set(namespaces)) != len(namespaces):
-        raise ConfigError("mqtt: bridges that import need namespaces of their own")
+        if any(_nests(m.namespace, c.namespace) for c in s.companion):
+            raise ConfigError(
+                f"mqtt {m.name!r}: namespace {m.namespace!r} nests with a Companion's namespace"
+            )
+    importing = [m.namespace for m in s.mqtt if m.imports]
+    for i, a in enumerate(importing):
+        if any(_nests(a, b) for b in importing[i + 1 :]):
+            raise ConfigError("mqtt: bridges that import need namespaces of their own (not nested)")
     for name, rf in s.roles.items():
         try:
             rf.role(name).check()

@@ -425,7 +425,9 @@ async def test_broker_restart_loses_no_final_value(persistence: bool) -> None:
                     f"companion-hub/state/app/show/k{i}", lambda d, v=want: d["value"] == v
                 )
             # deleted while away: cleared (a live clear may still reach this subscriber)
-            assert w.latest.get("companion-hub/state/app/show/gone", b"") == b""
+            await wait_until(
+                lambda: w.latest.get("companion-hub/state/app/show/gone", b"") == b"", T, "gone"
+            )
             await w.payload("companion-hub/status", lambda p: p == b"online")
         bridge = srv.adapters[0]
         await wait_until(lambda: not bridge.outbox, T, "everything published")  # type: ignore[union-attr]
@@ -513,17 +515,34 @@ async def test_home_assistant_discovery(broker: Mosquitto, sim: CompanionSimulat
         await wait_until(lambda: bridge_state(srv) == "connected", T, "bridge connected")
         async with Watcher(broker) as w:
             await w.subscribe("homeassistant/#", "companion-hub/state/#")
-            node = "companion-hub_companion"
-            button = await w.json(f"homeassistant/button/{node}/companion_buttons_1_0_1/config")
+
+            def topic_like(start: str) -> str | None:
+                return next((t for t in w.latest if t.startswith(start)), None)
+
+            b_topic = await wait_until(
+                lambda: topic_like("homeassistant/button/companion-hub_companion_"), T, "button"
+            )
+            # <discovery prefix>/button/<node id>/<object id>/config, ids with a short hash
+            node, object_id = b_topic.split("/")[2:4]
+            assert object_id.startswith("companion_buttons_") and b_topic.endswith("/config")
+            b_topic = await wait_until(
+                lambda: topic_like(f"homeassistant/button/{node}/companion_buttons_1_0_1_"),
+                T,
+                "button 1/0/1",
+            )
+            button = await w.json(b_topic)
             assert button["command_topic"] == "companion-hub/command/companion/press"
             assert json.loads(button["payload_press"]) == {"location": "1/0/1"}
             assert button["name"].startswith("1/0/1 Cue")
             assert button["availability_mode"] == "all"
             topics = [a["topic"] for a in button["availability"]]
             assert topics == ["companion-hub/status", "companion-hub/state/hub/adapters/companion"]
-            sensor = await w.json(
-                f"homeassistant/sensor/{node}/companion_variables_custom_cue/config"
+            s_topic = await wait_until(
+                lambda: topic_like(f"homeassistant/sensor/{node}/companion_variables_custom_cue_"),
+                T,
+                "sensor",
             )
+            sensor = await w.json(s_topic)
             assert sensor["state_topic"] == "companion-hub/state/companion/variables/custom/cue"
             state = await w.json(sensor["state_topic"])
             assert state["value"] == "1"
@@ -539,3 +558,44 @@ async def test_home_assistant_discovery(broker: Mosquitto, sim: CompanionSimulat
             assert not [t for t in w.latest if t.startswith("companion-hub/state/app/")]
     finally:
         await srv.stop()
+
+
+async def test_tls_to_the_broker_and_mqtt_311(tmp_path: Any) -> None:
+    """A broker that speaks only TLS, verified against a private CA; the bridge on MQTT
+    3.1.1 (no properties: results go to the documented reply topic)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_pem = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    for i, blob in enumerate(leaf.cert_chain_pems):
+        blob.write_to_path(cert, append=i > 0)
+    leaf.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(ca_pem)
+    with Mosquitto(need_mosquitto(), tls=(str(cert), str(key))) as m:
+        # a bridge that does not trust the broker's CA never connects
+        untrusting = await start_hub(mqtt=[mqtt_config(m, tls=True)])
+        try:
+            await wait_until(lambda: bridge_state(untrusting) == "disconnected", T, "refused")
+            assert "certificate" in value(untrusting, "hub.adapters.mqtt")["detail"].lower()
+        finally:
+            await untrusting.stop()
+        cfg = mqtt_config(m, tls=True, tls_ca=str(ca_pem), version="3.1.1")
+        srv = await start_hub(mqtt=[cfg])
+        try:
+            await wait_until(lambda: bridge_state(srv) == "connected", T, "connected over TLS")
+            app = await connect_raw(srv.url, "tally")  # type: ignore[attr-defined]
+            await app.result({"op": "set", "key": "app.tally.live", "value": True})
+            ctx = ssl.create_default_context(cafile=str(ca_pem))
+            async with Watcher(m, v5=False, tls_context=ctx) as w:
+                await w.subscribe("companion-hub/state/app/#", "companion-hub/reply/#")
+                doc = await w.json("companion-hub/state/app/tally/live")
+                assert doc["value"] is True
+                await w.client.publish("companion-hub/command/app.none/x/q1", b"{}", qos=1)
+                r = await w.json("companion-hub/reply/app.none/x/q1")
+                assert r["error"]["code"] == "UNAVAILABLE" and r["id"] == "q1"
+            await app.close()
+        finally:
+            await srv.stop()

@@ -41,6 +41,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
+from paho.mqtt import client as paho_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -259,8 +260,10 @@ class MqttBridge:
             password=cfg.password,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
+            # a clean session: nothing (no command) is queued for the bridge while it is
+            # away. MQTT 3.1.1 says so with clean_session; MQTT 5 with clean_start
             clean_session=None if v5 else True,
-            clean_start=True,
+            clean_start=True if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=cfg.keepalive,
             timeout=cfg.timing.connect_timeout,
             tls_context=tls,

@@ -18,6 +18,7 @@ announced (re-announced when the text changes) or the variable's name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -38,7 +39,7 @@ class Discovery:
         self.discovery_prefix = discovery_prefix
         self.namespace = namespace
         self.adapter = adapter
-        self.node = _NODE_CHARS.sub("_", f"{prefix}_{namespace}")
+        self.node = _ident(f"{prefix}_{namespace}")
         self._buttons = f"{namespace}.buttons."
         self._variables = f"{namespace}.variables."
         self.adapter_key = f"hub.adapters.{adapter}"
@@ -72,7 +73,7 @@ class Discovery:
         return None
 
     def config_topic(self, kind: str, key: str) -> str:
-        object_id = key.replace(".", "_")
+        object_id = _ident(key)
         return f"{self.discovery_prefix}/{kind}/{self.node}/{object_id}/config"
 
     def name(self, kind: str, key: str, entry: Entry) -> str:
@@ -87,11 +88,11 @@ class Discovery:
         return f"{rest[-2]}:{rest[-1]}"
 
     def config(self, kind: str, key: str, name: str) -> dict[str, Any]:
-        object_id = key.replace(".", "_")
+        object_id = _ident(key)
         cfg: dict[str, Any] = {
             "name": name,
             "unique_id": f"{self.node}_{object_id}",
-            "object_id": f"{self.namespace}_{object_id}",
+            "object_id": object_id,
             "availability": [
                 {
                     "topic": f"{self.prefix}/{STATUS}",
@@ -112,7 +113,6 @@ class Discovery:
                 "name": f"Companion ({self.namespace})",
                 "manufacturer": "Bitfocus",
                 "model": "Companion via companion-hub",
-                "via_device": self.prefix,
             },
         }
         if kind == "button":
@@ -124,3 +124,11 @@ class Discovery:
             cfg["state_topic"] = key_topic(self.prefix, STATE, key)
             cfg["value_template"] = "{{ value_json.value }}"
         return cfg
+
+
+def _ident(text: str) -> str:
+    """An id Home Assistant accepts (``[A-Za-z0-9_-]``) that is unique per ``text``:
+    the readable part (dots and other characters as ``_``) plus a short hash, so that
+    ``a.b_c`` and ``a_b.c`` stay two entities."""
+    digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{_NODE_CHARS.sub('_', text)}_{digest}"

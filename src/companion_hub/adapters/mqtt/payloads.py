@@ -70,10 +70,10 @@ def error_payload(err: HubError, target: str, name: str, request_id: str | None 
 def command_params(payload: bytes, max_bytes: int) -> dict[str, Any]:
     """A command request's params: a JSON object, or nothing for an empty payload.
     Raises BAD_REQUEST (or TOO_LARGE) with the reason."""
-    if not payload.strip():
-        return {}
     if len(payload) > max_bytes:
         raise HubError(ErrorCode.TOO_LARGE, f"params larger than {max_bytes} bytes")
+    if not payload.strip():
+        return {}
     if not _nests_within(payload, MAX_DEPTH):
         raise HubError(ErrorCode.BAD_REQUEST, f"params nested deeper than {MAX_DEPTH}")
     try:
