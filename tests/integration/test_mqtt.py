@@ -410,6 +410,8 @@ async def test_broker_restart_loses_no_final_value(persistence: bool) -> None:
             await w.json("companion-hub/state/app/show/k199")
         broker.stop()
         await wait_until(lambda: bridge_state(srv) == "disconnected", T, "bridge disconnected")
+        bridge = srv.adapters[0]
+        before = bridge.published  # type: ignore[union-attr]
         for i in range(100):  # changed while the broker is away
             writer.set(f"app.show.k{i}", i + 1000)
         writer.set("app.show.new", "while away")
@@ -429,8 +431,12 @@ async def test_broker_restart_loses_no_final_value(persistence: bool) -> None:
                 lambda: w.latest.get("companion-hub/state/app/show/gone", b"") == b"", T, "gone"
             )
             await w.payload("companion-hub/status", lambda p: p == b"online")
-        bridge = srv.adapters[0]
         await wait_until(lambda: not bridge.outbox, T, "everything published")  # type: ignore[union-attr]
+        sent = bridge.published - before  # type: ignore[union-attr]
+        if persistence:  # the broker kept k100..k199 as they are: not sent again
+            assert 102 <= sent <= 110, sent
+        else:  # the broker lost everything: all of it again
+            assert sent >= 201, sent
         async with Watcher(broker) as w:  # what the broker retains now
             await w.subscribe("companion-hub/state/app/show/#")
             await w.json("companion-hub/state/app/show/k199")
@@ -440,6 +446,33 @@ async def test_broker_restart_loses_no_final_value(persistence: bool) -> None:
     finally:
         await srv.stop()
         broker.close()
+
+
+async def test_retained_state_of_keys_the_hub_does_not_have_is_cleared(
+    broker: Mosquitto,
+) -> None:
+    """Retained messages left by an earlier run (a key deleted while the hub was down,
+    a hub with a fresh data directory) would claim a value nobody has: cleared when
+    the bridge connects."""
+    async with Watcher(broker) as w:
+        ghost = b'{"value":1,"version":1,"rev":1,"stale":false,"ts":1,"owner":"app.ghost"}'
+        await w.client.publish("companion-hub/state/app/ghost/x", ghost, qos=1, retain=True)
+        await w.client.publish("companion-hub/value/app/ghost/x", b"1", qos=1, retain=True)
+        await w.client.publish("unrelated/topic", b"keep", qos=1, retain=True)
+    srv = await start_hub(mqtt=[mqtt_config(broker)])
+    try:
+        await wait_until(lambda: bridge_state(srv) == "connected", T, "bridge connected")
+        bridge = srv.adapters[0]
+        await wait_until(lambda: not bridge.outbox and not bridge._direct, T, "published")  # type: ignore[union-attr]
+        await asyncio.sleep(0.2)
+        async with Watcher(broker) as w:
+            await w.subscribe("companion-hub/#", "unrelated/#")
+            await w.json("companion-hub/state/hub/info")
+            await w.payload("unrelated/topic", lambda p: p == b"keep")
+            await asyncio.sleep(0.3)
+            assert not [t for t in w.latest if "ghost" in t]
+    finally:
+        await srv.stop()
 
 
 async def test_clean_stop_publishes_offline(broker: Mosquitto) -> None:

@@ -121,7 +121,10 @@ class MqttBridge:
             f"bridge-{cfg.name}", Role(f"mqtt:{cfg.name}", own=(), call=tuple(cfg.call)), None, True
         )
         self.outbox = Outbox()
-        self._replies: deque[tuple[str, bytes, bytes | None]] = deque()
+        # messages sent as they are: command results (not retained, with correlation
+        # data) and clears of retained messages that no key stands for
+        self._direct: deque[tuple[str, bytes, bool, bytes | None]] = deque()
+        self.discovery_names: dict[str, str] = {}  # filled by _messages_for(announce=False)
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._inbox: type[Inbox] = inbox_type(self._is_command, 1000)
@@ -252,7 +255,7 @@ class MqttBridge:
         if cfg.tls:
             tls = ssl.create_default_context(cafile=cfg.tls_ca or None)
         identifier = cfg.client_id or f"companion-hub-{cfg.name}-{uuid.uuid4().hex[:8]}"
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             identifier=identifier,
@@ -270,6 +273,9 @@ class MqttBridge:
             queue_type=self._inbox,
             max_inflight_messages=cfg.max_in_flight,
         )
+        # the window keeps up to max_in_flight publishes pending by design: no warning
+        client.pending_calls_threshold = cfg.max_in_flight + 1000
+        return client
 
     async def _session(self) -> None:
         """One broker connection, until it ends (raises the reason)."""
@@ -279,10 +285,9 @@ class MqttBridge:
             self._client = client
             try:
                 await client.publish(self.status_topic, b"online", qos=1, retain=True)
+                retained = await self._sweep(client)
                 await self._subscribe(client)
-                # republish every exported key (see the module's docstring)
-                self.outbox.mark_all(self._exported_keys())
-                self._announced.clear()
+                self._plan_republish(retained)
                 self._wake.set()
                 if self._status.state is not LinkState.CONNECTED and self.counters.link_drops:
                     self.counters.reconnects += 1
@@ -295,6 +300,86 @@ class MqttBridge:
                 await _first_failure(self._publisher(client), self._reader(client))
             finally:
                 self._client = None
+                # results not sent by now would arrive late after a reconnect: dropped
+                self.replies_lost += sum(1 for d in self._direct if not d[2])
+                self._direct.clear()
+
+    async def _sweep(self, client: aiomqtt.Client) -> dict[str, bytes] | None:
+        """What the broker retains in the bridge's trees (state, values, its Home
+        Assistant configs), read before anything is published: subscribe, then send a
+        marker to the bridge itself; the broker delivers a subscription's retained
+        messages before a later message, so everything retained has arrived when the
+        marker does. None when the marker does not come back in time."""
+        cfg = self.config
+        marker = f"{self.prefix}/sweep/{uuid.uuid4().hex}"
+        trees = [f"{self.prefix}/{STATE}/#", f"{self.prefix}/{VALUE}/#", marker]
+        if self.discovery is not None:
+            trees.append(f"{cfg.discovery_prefix}/+/{self.discovery.node}/+/config")
+        retained: dict[str, bytes] | None = {}
+        try:
+            for f in trees:  # without No Local: the marker must come back
+                await client.subscribe(f, qos=1)
+            await client.publish(marker, b"sweep", qos=1)
+            async with asyncio.timeout(cfg.timing.sweep_timeout):
+                async for m in client.messages:
+                    topic = m.topic.value
+                    if topic == marker:
+                        break
+                    payload = m.payload
+                    if m.retain and isinstance(payload, bytes | bytearray) and payload:
+                        retained[topic] = bytes(payload)  # type: ignore[index]
+        except TimeoutError:
+            log.warning(
+                "MQTT: the broker's retained messages could not be read in time; "
+                "republishing everything",
+                extra={"bridge": cfg.name, "timeout_s": cfg.timing.sweep_timeout},
+            )
+            retained = None
+        for f in trees:
+            await client.unsubscribe(f)
+        return retained
+
+    def _plan_republish(self, retained: dict[str, bytes] | None) -> None:
+        """After a (re)connection: dirty every exported key whose messages differ from
+        what the broker retains, and clear what it retains for keys that are gone (or
+        no longer exported). Without a sweep (None): everything is republished."""
+        keys = self._exported_keys()
+        if retained is None:
+            self.outbox.mark_all(keys)
+            # Home Assistant configs: sent again, and cleared for keys deleted while
+            # away ("" never equals an entity's name)
+            self.outbox.mark_all(self._announced)
+            self._announced = dict.fromkeys(self._announced, "")
+            return
+        expected: set[str] = set()
+        dirty: list[str] = []
+        announced: dict[str, str] = {}
+        for key in keys:
+            same = True
+            for topic, payload in self._messages_for(key, announce=False):
+                expected.add(topic)
+                if same and retained.get(topic) != payload:
+                    same = False
+            if not same:
+                dirty.append(key)
+            elif self.discovery is not None and key in self.discovery_names:
+                announced[key] = self.discovery_names[key]
+        self._announced = announced
+        self.outbox.mark_all(dirty)
+        orphans = [t for t in retained if t not in expected]
+        for topic in orphans:
+            self._direct.append((topic, b"", True, None))
+        self.discovery_names.clear()
+        log.info(
+            "MQTT: retained state checked",
+            extra={
+                "bridge": self.config.name,
+                "retained": len(retained),
+                "republish": len(dirty),
+                "cleared": len(orphans),
+                "unchanged": len(keys) - len(dirty),
+            },
+        )
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         cfg = self.config
@@ -332,43 +417,83 @@ class MqttBridge:
     # --- publishing ---------------------------------------------------------------------------
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
-        batch = max(1, self.config.max_in_flight)
-        while True:
-            if not self.outbox and not self._replies:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            messages: list[tuple[str, bytes, int, bool, Properties | None]] = []
-            while self._replies and len(messages) < batch:
-                topic, payload, correlation = self._replies.popleft()
-                messages.append((topic, payload, 1, False, self._reply_properties(correlation)))
-            keys = self.outbox.take(batch - len(messages))
-            for key in keys:
-                for topic, payload in self._messages_for(key):
-                    messages.append((topic, payload, self.config.qos, True, None))
-            if messages:
-                try:
-                    await self._send(client, messages)
-                except BaseException:
-                    # not known to be on the broker: dirty again (a delete among them
-                    # must still clear its retained message after the reconnect)
-                    self.outbox.mark_all(keys)
-                    raise
+        """Publish dirty keys (and command results) with a sliding window of at most
+        ``max_in_flight`` unacknowledged messages: one task per key, started in the order
+        the keys are read from the store, so that the client library writes them in
+        that order and the newest state of a key is always the last on the wire.
 
-    async def _send(
+        Not batches: waiting for a whole batch to be acknowledged stalls on the
+        broker's delayed acknowledgements (see docs/adr/0007-mqtt-client-library.md)."""
+        loop = asyncio.get_running_loop()
+        window = asyncio.Semaphore(max(1, self.config.max_in_flight))
+        tasks: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def done(t: asyncio.Task[None]) -> None:
+            tasks.discard(t)
+            window.release()
+            if not t.cancelled() and t.exception() is not None and not failed:
+                failed.append(t.exception())  # type: ignore[arg-type]
+                self._wake.set()
+
+        try:
+            while True:
+                if failed:
+                    raise failed[0]
+                if not self.outbox and not self._direct:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await window.acquire()
+                if failed:
+                    window.release()
+                    raise failed[0]
+                if self._direct:
+                    topic, payload, retain, correlation = self._direct.popleft()
+                    coro = self._publish_direct(client, topic, payload, retain, correlation)
+                elif self.outbox:
+                    key = self.outbox.take(1)[0]
+                    coro = self._publish_key(client, key, self._messages_for(key))
+                else:
+                    window.release()
+                    continue
+                task = loop.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(done)
+        finally:
+            for t in list(tasks):
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _publish_key(self, client: aiomqtt.Client, key: str, messages: list[Message]) -> None:
+        qos = self.config.qos
+        try:
+            if len(messages) == 1:
+                topic, payload = messages[0]
+                await client.publish(topic, payload, qos=qos, retain=True)
+            else:  # handed to the client together, in order (state, value, discovery)
+                await asyncio.gather(
+                    *[client.publish(t, p, qos=qos, retain=True) for t, p in messages]
+                )
+        except BaseException:
+            # not known to be on the broker: dirty again (a delete among them must
+            # still clear its retained message after the reconnect)
+            self.outbox.mark_all((key,))
+            raise
+        self.published += len(messages)
+
+    async def _publish_direct(
         self,
         client: aiomqtt.Client,
-        messages: list[tuple[str, bytes, int, bool, Properties | None]],
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        correlation: bytes | None,
     ) -> None:
-        """Publish a batch pipelined: every message is handed to the client at once and
-        the batch ends when the broker has acknowledged all of them."""
-        await asyncio.gather(
-            *[
-                client.publish(t, p, qos=q, retain=r, properties=props)
-                for t, p, q, r, props in messages
-            ]
-        )
-        self.published += len(messages)
+        props = self._reply_properties(correlation)
+        await client.publish(topic, payload, qos=1, retain=retain, properties=props)
+        self.published += 1
 
     def _reply_properties(self, correlation: bytes | None) -> Properties | None:
         if correlation is None or self.config.version != "5":
@@ -377,8 +502,11 @@ class MqttBridge:
         props.CorrelationData = correlation
         return props
 
-    def _messages_for(self, key: str) -> list[Message]:
-        """The messages that bring the broker up to date with ``key`` (now)."""
+    def _messages_for(self, key: str, *, announce: bool = True) -> list[Message]:
+        """The messages that bring the broker up to date with ``key`` (now). With
+        ``announce`` false: every message the key stands for, the Home Assistant config
+        included, without recording it as announced (for the comparison with what the
+        broker retains)."""
         entry = self.hub.store.get(key)
         out: list[Message] = []
         if entry is None:
@@ -391,14 +519,18 @@ class MqttBridge:
                 out.append((key_topic(self.prefix, VALUE, key), plain_payload(entry)))
         disc = self.discovery
         if disc is not None and disc.wants(key):
-            msgs = disc.messages(key, entry, self._announced.get(key))
-            if msgs:
-                if entry is None:
-                    self._announced.pop(key, None)
+            old = self._announced.get(key) if announce else None
+            msgs = disc.messages(key, entry, old)
+            if msgs and entry is not None:
+                kind = "button" if ".buttons." in key else "sensor"
+                name = disc.name(kind, key, entry)
+                if announce:
+                    self._announced[key] = name
                 else:
-                    kind = "button" if ".buttons." in key else "sensor"
-                    self._announced[key] = disc.name(kind, key, entry)
-                out.extend(msgs)
+                    self.discovery_names[key] = name
+            elif msgs and announce:
+                self._announced.pop(key, None)
+            out.extend(msgs)
         return out
 
     # --- incoming messages ----------------------------------------------------------------------
@@ -432,11 +564,11 @@ class MqttBridge:
         response = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         if response:
-            if "+" in response or "#" in response or response.startswith(self._command_head):
+            if "+" in response or "#" in response or response.startswith(self._own_tree):
                 _throttled.warning(
                     "bad-response-topic",
                     "an MQTT command's Response Topic was refused (a wildcard, or inside the "
-                    "command tree, where a result would become a command)",
+                    "bridge's own tree, where a result could become a command or a state)",
                     bridge=self.config.name,
                     response_topic=response[:200],
                 )
@@ -452,10 +584,10 @@ class MqttBridge:
         if self._client is None:
             self.replies_lost += 1
             return
-        if len(self._replies) >= 10_000:
+        if len(self._direct) >= 10_000:
             self.replies_lost += 1
             return
-        self._replies.append((dest[0], payload, dest[1]))
+        self._direct.append((dest[0], payload, False, dest[1]))
         self._wake.set()
 
     def _refuse_busy(self, message: Any) -> None:

@@ -18,6 +18,7 @@ class MqttTiming:
     backoff_max: float = 30.0
     connect_timeout: float = 10.0
     stable_after: float = 30.0
+    sweep_timeout: float = 10.0  # reading what the broker retains after a connection
 
 
 @dataclass
@@ -83,13 +84,16 @@ def validate(cfg: MqttConfig) -> None:
         raise ValueError(f"namespace {ns!r} is not allowed")
     if cfg.discovery:
         check_prefix(cfg.discovery_prefix)
-    own = [*cfg.prefix.split("/"), "#"]
+    own = [[*cfg.prefix.split("/"), "#"]]
+    if cfg.discovery:
+        own.append([*cfg.discovery_prefix.split("/"), "#"])
     for rule in cfg.imports:
         for f in (rule.topic, rule.availability):
-            if f and filters_overlap(f.split("/"), own):
-                raise ValueError(
-                    f"import filter {f!r} overlaps the bridge's own topics {cfg.prefix}/# "
-                    "(it would import what the bridge publishes)"
-                )
+            for tree in own:
+                if f and filters_overlap(f.split("/"), tree):
+                    raise ValueError(
+                        f"import filter {f!r} overlaps the bridge's own topics "
+                        f"{'/'.join(tree)} (it would import what the bridge publishes)"
+                    )
         if not rule.namespace_ok(ns):
             raise ValueError(f"import key {rule.key!r} must be under the namespace {ns!r}")

@@ -6,7 +6,7 @@ takes them out, and may pause while the event log is behind. Meanwhile:
 - a message on an imported topic replaces the earlier one of the same topic that is
   still waiting (the newest state wins: memory is bounded by the number of topics);
 - command requests keep their order, up to ``max_commands`` waiting; the next ones
-  are refused (the bridge answers them with ``BUSY``, so their callers still get
+  are refused (the bridge answers them with ``LIMIT_EXCEEDED``, so their callers still get
   exactly one result).
 
 It plugs into the client library as an :class:`asyncio.Queue` subclass (the way
