@@ -6,9 +6,10 @@ the hub's ordinary rules:
 - **a subscriber** of the hub: a store listener marks every exported key dirty in an
   :class:`~.outbox.Outbox`; a publisher task sends each dirty key's *current* state as
   a retained message (coalesced per key: memory never grows with the update rate).
-  After every (re)connection it republishes every exported key: correct whatever the
-  broker kept (a broker restarted without persistence has lost every retained
-  message), and cheap (``bench/mqtt.py`` measures it).
+  After every (re)connection it first reads what the broker retains in its trees
+  (:meth:`MqttBridge._sweep`), then republishes what differs and clears what no key
+  stands for: correct whatever the broker kept (a broker restarted without persistence
+  has lost every retained message), and cheap when it kept everything.
 - **a caller** of commands: ``<prefix>/command/<target>/<name>`` runs a hub command
   as the caller ``bridge:<name>``, within the ``call`` permissions of its
   configuration and the router's per-caller limit; exactly one result goes to the MQTT
@@ -21,8 +22,8 @@ the hub's ordinary rules:
 (what it imported never goes back out), import filters may not overlap the bridge's
 own topic tree (checked when the configuration is loaded, and every message on the
 tree is ignored by the import path), its own publications never come back to it
-(MQTT 5 No Local), and a Response Topic inside its command tree is refused (a result
-can never become a command).
+(MQTT 5 No Local), and a Response Topic inside its own tree is refused (a result can
+never become a command or a key's state).
 
 The bridge's status is ``hub.adapters.<name>``: ``connecting``, ``connected``,
 ``disconnected`` or ``error`` with a detail, the broker's URL and the next retry.
