@@ -188,12 +188,12 @@ class HubCollector(Collector):
         yield g
         rc = CounterMetricFamily(
             f"{PREFIX}_adapter_reconnects",
-            "Times an adapter's Satellite link synchronised again after a drop.",
+            "Times an adapter's link (Satellite, an MQTT broker) came back after a drop.",
             labels=["adapter"],
         )
         drops = CounterMetricFamily(
             f"{PREFIX}_adapter_link_drops",
-            "Times an adapter's Satellite link went down after being connected.",
+            "Times an adapter's link (Satellite, an MQTT broker) went down after being up.",
             labels=["adapter"],
         )
         for name, ac in sorted(hub.adapter_stats.items()):
