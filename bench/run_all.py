@@ -1,11 +1,11 @@
 """Run every benchmark (each in its own process) and regenerate the table in README.md.
 
-    .venv/bin/python -m bench.run_all            # all: snapshot, fanout, ..., companion, eventlog
+    .venv/bin/python -m bench.run_all            # all: snapshot, fanout, ..., eventlog, mqtt
     .venv/bin/python -m bench.run_all --only fanout latency
     .venv/bin/python -m bench.run_all --table    # only regenerate the table from results/
 
 Bounded: each benchmark has its own time limit (and a watchdog inside); the whole
-run takes about 9-15 minutes depending on how busy the machine is.
+run takes about 15-21 minutes depending on how busy the machine is (mqtt ~6).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import companion, eventlog, fanout, latency, memory, snapshot
+from . import companion, eventlog, fanout, latency, memory, mqtt, snapshot
 from .common import RESULTS, ROOT, table_row
 
 BENCHES = {
@@ -27,6 +27,7 @@ BENCHES = {
     "memory": (memory, 200),
     "companion": (companion, 150),
     "eventlog": (eventlog, 270),
+    "mqtt": (mqtt, 480),
 }
 README = ROOT / "bench" / "README.md"
 START = "<!-- results:start -->"
