@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import ssl
 import time
 import uuid
@@ -53,7 +54,7 @@ from ...core.errors import ErrorCode, HubError
 from ...core.keys import compile_patterns, parse_pattern
 from ...core.store import Change
 from ...logs import Throttle
-from ...supervisor import Backoff, Supervisor
+from ...supervisor import Backoff, Supervisor, cancel_and_wait
 from ..linkstate import LinkState, LinkStatus
 from .config import MqttConfig
 from .discovery import Discovery
@@ -286,8 +287,8 @@ class MqttBridge:
             self._client = client
             try:
                 await client.publish(self.status_topic, b"online", qos=1, retain=True)
+                await self._subscribe(client)  # commands are served during the sweep
                 retained = await self._sweep(client)
-                await self._subscribe(client)
                 self._plan_republish(retained)
                 self._wake.set()
                 if self._status.state is not LinkState.CONNECTED and self.counters.link_drops:
@@ -310,22 +311,39 @@ class MqttBridge:
         Assistant configs), read before anything is published: subscribe, then send a
         marker to the bridge itself; the broker delivers a subscription's retained
         messages before a later message, so everything retained has arrived when the
-        marker does. None when the marker does not come back in time."""
+        marker does. None when the broker goes silent for ``sweep_timeout`` seconds
+        before the marker is back."""
         cfg = self.config
         marker = f"{self.prefix}/sweep/{uuid.uuid4().hex}"
         trees = [f"{self.prefix}/{STATE}/#", f"{self.prefix}/{VALUE}/#", marker]
         if self.discovery is not None:
             trees.append(f"{cfg.discovery_prefix}/+/{self.discovery.node}/+/config")
+        sweep_heads = (*(f.removesuffix("#") for f in trees[:2]), marker)
+        if self.discovery is not None:
+            sweep_heads += (f"{cfg.discovery_prefix}/",)
         retained: dict[str, bytes] | None = {}
+        sent: asyncio.Task[None] | None = None
         try:
-            for f in trees:  # without No Local: the marker must come back
-                await client.subscribe(f, qos=1)
-            await client.publish(marker, b"sweep", qos=1)
-            async with asyncio.timeout(cfg.timing.sweep_timeout):
+            # one SUBSCRIBE (without No Local: the marker must come back): its SUBACK
+            # comes before the retained messages, which may take seconds to arrive
+            await client.subscribe([(f, 1) for f in trees])
+            # QoS 1 like the retained messages, so that the broker queues it behind them
+            # (a QoS 0 message overtakes queued QoS 1 ones); its acknowledgement comes
+            # after them too, so it is not awaited here
+            sent = asyncio.get_running_loop().create_task(
+                client.publish(marker, b"sweep", qos=1, timeout=math.inf)
+            )
+            quiet = cfg.timing.sweep_timeout
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(quiet) as deadline:
                 async for m in client.messages:
+                    deadline.reschedule(loop.time() + quiet)  # a time limit on silence
                     topic = m.topic.value
                     if topic == marker:
                         break
+                    if not topic.startswith(sweep_heads):
+                        self._handle(m)  # a command or an import meanwhile
+                        continue
                     payload = m.payload
                     if m.retain and isinstance(payload, bytes | bytearray) and payload:
                         retained[topic] = bytes(payload)  # type: ignore[index]
@@ -336,8 +354,14 @@ class MqttBridge:
                 extra={"bridge": cfg.name, "timeout_s": cfg.timing.sweep_timeout},
             )
             retained = None
-        for f in trees:
-            await client.unsubscribe(f)
+        finally:
+            if sent is not None:
+                if sent.done():
+                    if not sent.cancelled():
+                        sent.exception()  # retrieved: a failure shows in the session
+                else:
+                    await cancel_and_wait(sent)  # never swallows our own cancellation
+        await client.unsubscribe(trees)
         return retained
 
     def _plan_republish(self, retained: dict[str, bytes] | None) -> None:
@@ -543,18 +567,22 @@ class MqttBridge:
         async for message in client.messages:
             if self.hub.log_over_limit:  # back-pressure: the event log is behind
                 await self.hub.wait_log_room()
-            try:
-                if isinstance(message, Refused):
-                    self._refuse_busy(message.message)
-                elif self._is_command(message.topic.value):
-                    self._command(message)
-                else:
-                    self._import(message)
-            except Exception:  # one bad message never ends the session
-                log.exception(
-                    "an MQTT message could not be handled",
-                    extra={"bridge": self.config.name, "topic": message.topic.value[:200]},
-                )
+            self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        """One incoming message: a command request or an imported state."""
+        try:
+            if isinstance(message, Refused):
+                self._refuse_busy(message.message)
+            elif self._is_command(message.topic.value):
+                self._command(message)
+            else:
+                self._import(message)
+        except Exception:  # one bad message never ends the session
+            log.exception(
+                "an MQTT message could not be handled",
+                extra={"bridge": self.config.name, "topic": message.topic.value[:200]},
+            )
 
     # commands
 

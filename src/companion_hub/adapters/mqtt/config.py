@@ -18,7 +18,9 @@ class MqttTiming:
     backoff_max: float = 30.0
     connect_timeout: float = 10.0
     stable_after: float = 30.0
-    sweep_timeout: float = 10.0  # reading what the broker retains after a connection
+    # reading what the broker retains after a connection: given up after this long
+    # without a message
+    sweep_timeout: float = 10.0
 
 
 @dataclass

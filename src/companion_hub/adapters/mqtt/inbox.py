@@ -16,7 +16,7 @@ It plugs into the client library as an :class:`asyncio.Queue` subclass (the way
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +25,8 @@ class _Store:
     __slots__ = ("commands", "refused", "state")
 
     def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
+        # OrderedDict: popping from the front of a plain dict is quadratic (see outbox)
+        self.state: OrderedDict[str, Any] = OrderedDict()
         self.commands: deque[Any] = deque()
         self.refused: deque[Any] = deque()
 
@@ -76,8 +77,10 @@ class Inbox(asyncio.Queue[Any]):
             return
         if topic in q.state:
             self.coalesced += 1
-            del q.state[topic]  # the newest goes to the back: order of last arrival
-        q.state[topic] = item
+            q.state[topic] = item
+            q.state.move_to_end(topic)  # the newest goes to the back: order of last arrival
+        else:
+            q.state[topic] = item
 
     def _get(self) -> Any:
         q: _Store = self._queue
@@ -85,8 +88,7 @@ class Inbox(asyncio.Queue[Any]):
             return Refused(q.refused.popleft())
         if q.commands:
             return q.commands.popleft()
-        topic = next(iter(q.state))
-        return q.state.pop(topic)
+        return q.state.popitem(last=False)[1]
 
     def qsize(self) -> int:
         return len(self._queue)

@@ -10,6 +10,7 @@ the last value always goes out.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 
@@ -17,7 +18,9 @@ class Outbox:
     __slots__ = ("_dirty", "coalesced", "marked")
 
     def __init__(self) -> None:
-        self._dirty: dict[str, None] = {}
+        # an OrderedDict, not a dict: taking from the front of a plain dict skips every
+        # slot deleted before (until it is resized), which makes draining it quadratic
+        self._dirty: OrderedDict[str, None] = OrderedDict()
         self.marked = 0  # changes seen
         self.coalesced = 0  # changes that found their key already dirty
 
@@ -41,13 +44,8 @@ class Outbox:
             keys = list(dirty)
             dirty.clear()
             return keys
-        keys = []
-        it = iter(dirty)
-        for _ in range(n):
-            keys.append(next(it))
-        for k in keys:
-            del dirty[k]
-        return keys
+        pop = dirty.popitem
+        return [pop(last=False)[0] for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self._dirty)
