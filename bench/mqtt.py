@@ -579,7 +579,7 @@ async def _publish(
     """The reference publisher: aiomqtt, QoS 1 retained, 100 in flight. ``paced``: every
     1 ms what is due (each publish its own task); ``max``: as fast as it goes, a sliding
     window of 100 unacknowledged; ``gather``: batches of 100 (``asyncio.gather``), each
-    acknowledged before the next: the bridge's publish pattern without the hub."""
+    acknowledged before the next: the old bridge's pattern (before its sliding window), without the hub."""
     import aiomqtt
 
     final: dict[int, int] = {}
@@ -1159,7 +1159,7 @@ def detail_rows(r: dict[str, Any]) -> list[list[str]]:
     rg = r["ref_gather"]
     rows.append(
         [
-            "reference with the bridge's publish pattern (batches of 100 via asyncio.gather, each "
+            "reference with the old bridge's publish pattern (batches of 100 via asyncio.gather, each "
             "fully acknowledged before the next), no hub",
             "",
             f"publisher max {_n(rg['published_rate'])}/s, convergence {_n(rg['convergence_ms'])} ms, "
