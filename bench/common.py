@@ -105,9 +105,8 @@ class HubProcess:
             auth = ["--tokens", path, *(a for p in self.auth_read for a in ("--role-read", p))]
         else:
             os.environ.pop(TOKEN_ENV, None)
-        self.proc = subprocess.Popen(
+        self._launch(
             [
-                sys.executable,
                 "-m",
                 "bench.hub_proc",
                 "--port",
@@ -115,6 +114,14 @@ class HubProcess:
                 *(["--data-dir", self.data_dir] if self.data_dir else []),
                 *auth,
             ],
+            timeout,
+        )
+        return self
+
+    def _launch(self, argv: list[str], timeout: float) -> None:
+        """Start ``python argv...`` pinned to ``self.cpus``; wait for its "ready" line."""
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -124,7 +131,6 @@ class HubProcess:
         threading.Thread(target=self._read, daemon=True).start()
         ready = self._wait("ready", timeout)
         self.port, self.pid, self.loop = ready["port"], ready["pid"], ready["loop"]
-        return self
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

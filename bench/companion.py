@@ -40,10 +40,8 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,7 +54,6 @@ import psutil
 from companion_hub.client import ConnectionClosed, connect_raw
 
 from .common import (
-    ROOT,
     CpuMeter,
     Histogram,
     HubProcess,
@@ -277,17 +274,7 @@ class CompanionHubProcess(HubProcess):
         self.spec = spec
 
     def start(self, timeout: float = 20.0) -> CompanionHubProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.companion", "_hub", json.dumps(self.spec)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,  # noqa: PLW1509
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = self._wait("ready", timeout)
-        self.port, self.pid, self.loop = ready["port"], ready["pid"], ready["loop"]
+        self._launch(["-m", "bench.companion", "_hub", json.dumps(self.spec)], timeout)
         return self
 
     def __enter__(self) -> CompanionHubProcess:

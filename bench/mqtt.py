@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -142,9 +141,8 @@ class BridgeHub(HubProcess):
         self.pending_warnings = 0  # aiomqtt's "There are N pending publish calls." lines
 
     def start(self, timeout: float = 20.0) -> BridgeHub:
-        self.proc = subprocess.Popen(
+        self._launch(
             [
-                sys.executable,
                 "-m",
                 "bench.mqtt",
                 "--serve-hub",
@@ -153,15 +151,8 @@ class BridgeHub(HubProcess):
                 "--data-dir",
                 self._tmp,
             ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,  # noqa: PLW1509
+            timeout,
         )
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = self._wait("ready", timeout)
-        self.port, self.pid, self.loop = ready["port"], ready["pid"], ready["loop"]
         return self
 
     def bridge(self) -> dict[str, Any]:
@@ -292,6 +283,24 @@ async def _writer_main(conn: Any, url: str) -> None:
             t_start = time.monotonic()
             end = t_start + duration
             frames = 0
+
+            def sets(upto: int, start: int, final: dict[int, int] = final) -> list[dict[str, Any]]:
+                """The set messages ``start .. upto - 1`` (one timestamp: one frame)."""
+                tns = time.time_ns()
+                out = []
+                for n in range(start, upto):
+                    i = n % N_KEYS
+                    out.append(
+                        {
+                            "op": "set",
+                            "id": n,
+                            "key": keys[i],
+                            "value": {"text": f"CAM {i}", "n": n, "t": tns},
+                        }
+                    )
+                    final[i] = n
+                return out
+
             if mode == "window":  # as fast as the hub accepts: 200 unacknowledged sets
                 window, per_frame = 200, 50
                 while True:
@@ -303,20 +312,8 @@ async def _writer_main(conn: Any, url: str) -> None:
                     if time.monotonic() >= end:
                         break
                     k = min(window - inflight, per_frame)
-                    msgs = []
-                    tns = time.time_ns()
-                    for _ in range(k):
-                        i = seq % N_KEYS
-                        msgs.append(
-                            {
-                                "op": "set",
-                                "id": seq,
-                                "key": keys[i],
-                                "value": {"text": f"CAM {i}", "n": seq, "t": tns},
-                            }
-                        )
-                        final[i] = seq
-                        seq += 1
+                    msgs = sets(seq + k, seq)
+                    seq += k
                     sent_box[0] = seq - first
                     await hub.send_frame(encode(msgs[0] if k == 1 else msgs))
                     frames += 1
@@ -327,20 +324,8 @@ async def _writer_main(conn: Any, url: str) -> None:
                         break
                     due = first + int((now - t_start) * rate)
                     if due > seq:
-                        msgs = []
-                        tns = time.time_ns()
-                        while seq < due:
-                            i = seq % N_KEYS
-                            msgs.append(
-                                {
-                                    "op": "set",
-                                    "id": seq,
-                                    "key": keys[i],
-                                    "value": {"text": f"CAM {i}", "n": seq, "t": tns},
-                                }
-                            )
-                            final[i] = seq
-                            seq += 1
+                        msgs = sets(due, seq)
+                        seq = due
                         sent_box[0] = seq - first
                         await hub.send_frame(encode(msgs[0] if len(msgs) == 1 else msgs))
                         frames += 1

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiomqtt
@@ -22,9 +22,12 @@ from companion_hub.adapters.mqtt.topics import ImportRule
 from companion_hub.client import connect_raw
 from companion_hub.hub import HubConfig
 from companion_hub.server.app import HubServer
-from companion_hub.simulator import CompanionSimulator, load_scenario
-from tests.integration.test_companion import SCENARIO, companion_config, value, wait_until
+from companion_hub.simulator import CompanionSimulator
+from tests.integration import test_companion
+from tests.integration.test_companion import companion_config, value, wait_until
 from tests.mosquitto import Mosquitto, free_port, need_mosquitto
+
+sim = test_companion.sim  # the simulator fixture, with the same scenario
 
 FAST = MqttTiming(backoff_base=0.1, backoff_max=0.5, connect_timeout=3.0)
 T = 10.0  # generous deadlines: CI shares two cores
@@ -108,16 +111,6 @@ async def start_hub(**kw: Any) -> HubServer:
     await srv.start()
     srv.url = f"ws://127.0.0.1:{srv.port}/ws"  # type: ignore[attr-defined]
     return srv
-
-
-@pytest.fixture
-async def sim(tmp_path: Any) -> AsyncIterator[CompanionSimulator]:
-    path = tmp_path / "scenario.toml"
-    path.write_text(SCENARIO)
-    s = CompanionSimulator(load_scenario(path), clock=False, connection_status_changes=False)
-    await s.start()
-    yield s
-    await s.stop()
 
 
 # --- state out ------------------------------------------------------------------------------
