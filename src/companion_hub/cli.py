@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import Settings, load_settings
-from .core.errors import CompanionHubError
+from .config import Settings, demo_data_dir, load_settings
+from .core.errors import CompanionHubError, PortInUse
 from .logs import setup_logging
 
 if TYPE_CHECKING:
@@ -102,9 +104,39 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse early, before the data directory is opened or anything is logged, when
+    another process listens on the hub's port (binding would fail the same way later,
+    after the event log was opened; that failure is a PortInUse too)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # the real bind reports it
+    for family, kind, proto, _, addr in dict.fromkeys(infos):
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(host, port, "port") from None
+
+
 async def _run_hub(settings: Settings, *, simulate: bool = False) -> None:
     from .server.app import HubServer
 
+    hub_config = settings.hub_config()
+    _check_port(hub_config.host, hub_config.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -123,15 +155,22 @@ async def _run_hub(settings: Settings, *, simulate: bool = False) -> None:
         loop.add_signal_handler(signal.SIGHUP, reload_tokens)
     async with contextlib.AsyncExitStack() as stack:
         companions = [c.adapter_config() for c in settings.companion]
-        if simulate:
-            companions = [await stack.enter_async_context(_demo_simulator())]
         bridges = [m.bridge_config() for m in settings.mqtt]
-        server = HubServer(settings.hub_config(), companions=companions, mqtt=bridges)
-        await server.start()
+        # this opens the data directory (DataDirInUse) before the simulator starts, so a
+        # refusal is the only thing printed
+        server = HubServer(hub_config, companions=companions, mqtt=bridges)
+        try:
+            if simulate:
+                simulated = await stack.enter_async_context(_demo_simulator())
+                server.companion_configs[:] = [simulated]
+            await server.start()
+        except BaseException:
+            await server.stop()  # closes the event log and frees the data directory
+            raise
         server_box.append(server)
         stack.push_async_callback(server.stop)
         if simulate:
-            _print_demo_help(server.port, companions[0])
+            _print_demo_help(server.port, server.companion_configs[0], hub_config.data_dir)
         await stop.wait()
         log.info("shutting down")
 
@@ -143,10 +182,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def demo_settings(args: argparse.Namespace) -> Settings:
+    """The settings of ``companion-hub demo``: ``serve``'s, with text logs and the demo's
+    own data directory unless --data-dir, the config file or the environment names one."""
     settings = _settings(args)
     if args.log_format is None:
         settings.log_format = "text"
+    if not settings.data_dir:
+        settings.data_dir = str(demo_data_dir())
+    return settings
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = demo_settings(args)
     setup_logging(settings.log_level, settings.log_format)
     simulate = not settings.companion
     if not simulate:
@@ -201,9 +249,19 @@ def _demo_variables(scenario: object) -> list[str]:
     return names
 
 
-def _print_demo_help(port: int, companion: CompanionConfig) -> None:
+def _print_demo_help(port: int, companion: CompanionConfig, data_dir: str | None) -> None:
     url = f"ws://127.0.0.1:{port}/ws"
     extra = "" if port == 8420 else f" --url {url}"
+    if data_dir in (None, ":memory:"):
+        history = "Event log: in memory only (--data-dir memory), gone at exit."
+    else:
+        history = (
+            f"Event log: {data_dir}\n"
+            "  the demo's own directory, not the production hub's: a demo's history never\n"
+            "  mixes with a show's, and it survives a restart (.venv/bin/companion-hub log\n"
+            f"  query --data-dir {data_dir}). Another one: --data-dir DIR, or\n"
+            "  --data-dir memory (gone at exit)."
+        )
     print(
         f"""
 companion-hub demo: the hub on {url}, mirroring a simulated Companion
@@ -213,12 +271,21 @@ Dashboard (state, Companion buttons, clients, event log, commands) in a browser:
 
   http://127.0.0.1:{port}/
 
-In another terminal:
+Page 1 is a small show (locations are page/row/column): the program row 1/0/0-3
+cuts CAM 1-4 to program (red), the preview row 1/1/0-3 picks preview (green),
+CUT 1/1/5 swaps them; a stage timer 1/2/0 (START 1/2/1, STOP 1/2/2, RESET 1/2/3)
+and MSG 1/2/4, which shows the custom variable hub_message. In another terminal:
 
   .venv/bin/companion-hub watch 'companion.**'{extra}
-  .venv/bin/companion-hub call companion press location=1/0/0{extra}
-  .venv/bin/companion-hub call companion set_variable name=cue value=7{extra}
+  .venv/bin/companion-hub call companion press location=1/1/2{extra}
+  .venv/bin/companion-hub call companion press location=1/1/5{extra}
+  .venv/bin/companion-hub call companion press location=1/2/1{extra}
+  .venv/bin/companion-hub call companion set_variable name=hub_message value=hello{extra}
   .venv/bin/companion-hub get 'hub.adapters.*'{extra}
+
+(CAM 3 to preview, CUT: CAM 3 on program, START the timer, a message on MSG.)
+
+{history}
 
 Ctrl-C stops the demo. To mirror a real Companion instead: make demo ARGS='--companion HOST'
 """,

@@ -42,6 +42,7 @@ from .hub import HubConfig
 
 if TYPE_CHECKING:
     from .adapters.companion.adapter import CompanionConfig
+    from .adapters.companion.export import ExportRule
     from .adapters.mqtt.config import MqttConfig
 
 ENV_PREFIX = "COMPANION_HUB_"
@@ -50,6 +51,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 class ConfigError(CompanionHubError):
     """The configuration is invalid; the message says which setting and why."""
+
+
+def demo_data_dir() -> Path:
+    """Where ``companion-hub demo`` keeps its event log unless told otherwise:
+    ``<default data dir>/demo``. Its own directory, so a demo never mixes its history
+    into (or holds the lock of) the production hub's; on disk, so the demo shows what
+    the event log does (history, ``companion-hub log``, recovery after a restart)."""
+    return default_data_dir() / "demo"
 
 
 _D = Limits()
@@ -76,6 +85,17 @@ class TransferableFile(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
 
 
+class ExportFile(msgspec.Struct, forbid_unknown_fields=True):
+    """One ``[[companion.export]]``: a hub key (or pattern) -> a Companion custom
+    variable (docs/companion.md, "Export")."""
+
+    key: str
+    variable: str
+    field: str | None = None
+    stale_text: str = "?"
+    deleted_text: str | None = None  # default: stale_text
+
+
 class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
     """One ``[[companion]]`` table: a Companion instance and how to mirror it."""
 
@@ -95,6 +115,27 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
     bitmap_size: int = 72
     transferable: list[TransferableFile] = msgspec.field(default_factory=list)
     device_id: str | None = None
+    export: list[ExportFile] = msgspec.field(default_factory=list)
+
+    def export_rules(self) -> list[ExportRule]:
+        """The ``[[companion.export]]`` tables as checked rules; ConfigError names the
+        table and the setting."""
+        from .adapters.companion.export import ExportRule, check_rules
+
+        where = f"companion {self.name!r}"
+        if self.export and not self.http:
+            raise ConfigError(f"{where}: export needs the HTTP link (http = true)")
+        rules = []
+        for i, e in enumerate(self.export):
+            try:
+                rules.append(ExportRule(e.key, e.variable, e.field, e.stale_text, e.deleted_text))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: export {i + 1} (key {e.key!r}): {exc}") from None
+        try:
+            check_rules(rules, self.namespace, self.name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return rules
 
     def adapter_config(self) -> CompanionConfig:
         from .adapters.companion.adapter import CompanionConfig
@@ -119,6 +160,7 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
                 Transferable(t.id, t.type, t.name or t.id, t.description) for t in self.transferable
             ],
             device_id=self.device_id,
+            exports=self.export_rules(),
         )
 
 
@@ -472,6 +514,7 @@ def _validate(s: Settings) -> None:
         for t in c.transferable:
             if t.type not in ("input", "output"):
                 raise ConfigError(f"{where}: transferable {t.id!r}: type is 'input' or 'output'")
+        c.export_rules()
     bridges = [m.name for m in s.mqtt]
     if len(set(bridges)) != len(bridges):
         raise ConfigError("mqtt: each [[mqtt]] needs its own name")

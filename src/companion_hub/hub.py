@@ -210,7 +210,8 @@ class Hub:
             except OSError:
                 self._lock.close()
                 raise DataDirInUse(
-                    f"another hub is using the data directory {cfg.data_dir}"
+                    f"another hub is using the data directory {cfg.data_dir}: stop it, "
+                    "or give this one another directory with --data-dir"
                 ) from None
         event_log = EventLog(
             LogSettings(

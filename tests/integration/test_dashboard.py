@@ -190,7 +190,7 @@ async def test_dashboard_in_chromium(browser: Any, hub: HubServer, sim: Companio
         "down then up in the simulator",
     )
     # the button's action ran in Companion: the programme is now CAM 2
-    pgm = page.locator('#grid .cbtn[data-location="1/1/0"]')
+    pgm = page.locator('#grid .cbtn[data-location="1/0/4"]')
     await expect(pgm).to_have_text("PGM\nCAM 2", timeout=TIMEOUT_MS)
     # a plain click presses too
     n1 = len(sim.presses)

@@ -11,7 +11,7 @@ from companion_hub.adapters.companion.http import BodyTooLarge, HttpError
 from companion_hub.adapters.companion.link import LinkDown, ReplyTimeout
 from companion_hub.auth.tokens import TokenError, TokenFileError
 from companion_hub.config import ConfigError
-from companion_hub.core.errors import CompanionHubError, ErrorCode, HubError
+from companion_hub.core.errors import CompanionHubError, ErrorCode, HubError, PortInUse
 from companion_hub.eventlog.query import LogError, LogUnavailable, RetentionGap
 from companion_hub.eventlog.tools import ReplayError
 from companion_hub.hub import DataDirInUse
@@ -43,6 +43,7 @@ from companion_hub.simulator.scenario import ScenarioError
         TokenFileError,
         TlsError,
         UnsafeListen,
+        PortInUse,
     ],
 )
 def test_every_hub_side_exception_is_in_the_tree(exc: type[Exception]) -> None:
@@ -54,3 +55,13 @@ def test_hub_error_constructor_and_wire_form() -> None:
     assert (err.code, err.message, err.details) == (ErrorCode.CONFLICT, "busy", {"version": 3})
     assert err.to_wire() == {"code": "CONFLICT", "message": "busy", "details": {"version": 3}}
     assert HubError(ErrorCode.FAILED, "x").to_wire() == {"code": "FAILED", "message": "x"}
+
+
+def test_port_in_use_names_the_flag_and_stays_an_os_error() -> None:
+    import errno
+
+    exc = PortInUse("127.0.0.1", 8000, "http_port")
+    assert isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+    assert exc.flag == "--http-port"
+    assert str(exc).startswith("127.0.0.1:8000 is already in use")
+    assert str(exc).endswith("with --http-port") and "\n" not in str(exc)

@@ -48,10 +48,23 @@ NAME = st.sampled_from(["cue", "x", "a.b-c_d", "hub-1"])
 COLOR = st.sampled_from(["#ff0000", "#fff", "red", "rgb(1,2,3)", 0xFFFFFF])
 FONT_SIZE = st.sampled_from(["auto", 14, 44, 1000])
 BEHAVIOUR = st.sampled_from(["none", "latch", "counter:cue", "set:x=1", "page:+1", "page:9999"])
+BEHAVIOUR |= st.sampled_from(["swap:a,b", "timer-start:t", "timer-stop:t", "timer-reset:t=05:00"])
+FEEDBACK_RULE = st.fixed_dictionaries(
+    {
+        "variable": st.sampled_from(["cue", "custom:x", "obs:scene", "internal:time_s", "t"]),
+        "equals": st.sampled_from(["1", "", "CAM 1", 0, True, 1.5]),
+    },
+    optional={"bgcolor": COLOR, "color": COLOR},
+)
+FEEDBACK = FEEDBACK_RULE | st.lists(FEEDBACK_RULE, max_size=3)
 # values that are wrong only in their field (a type or range the field does not take)
-WRONG = st.sampled_from(
-    ["nope", 16777216, -1, 0, 1001, 10**400, "14", 1.5, True, "pageup", "page:0", "page:10000"]
-) | st.sampled_from(["page:" + "9" * 5000, "page:٣", "explode", "counter:", "bad name", "", "é/"])
+WRONG = (
+    st.sampled_from(
+        ["nope", 16777216, -1, 0, 1001, 10**400, "14", 1.5, True, "pageup", "page:0", "page:10000"]
+    )
+    | st.sampled_from(["page:" + "9" * 5000, "page:٣", "explode", "counter:", "bad name", "", "é/"])
+    | st.sampled_from(["swap:a", "timer-reset:t=x", "timer-go:t", "a:b:c", "$(x)", [{}]])
+)
 
 
 @st.composite
@@ -85,6 +98,7 @@ def document(draw: st.DrawFn) -> dict[str, Any]:
                 "font_size": FONT_SIZE,
                 "type": st.sampled_from(["BUTTON", "PAGEUP", "PAGEDOWN", "PAGENUM"]),
                 "behaviour": BEHAVIOUR,
+                "feedback": FEEDBACK,
             },
             required=("row", "column"),
         )
@@ -275,6 +289,72 @@ def test_fuzz_toml_bytes(data: bytes) -> None:
         ({"custom_variables": {"x": {1: 2}}}, "key 1 is not a string"),
         ({"module_variables": []}, "module_variables must be a table"),
         ({"device_page": "1"}, "device_page"),
+        ({"pages": [{"buttons": [{"row": 0, "column": 0, "feedback": 1}]}]}, "feedback must be"),
+        (
+            {"pages": [{"buttons": [{"row": 0, "column": 0, "feedback": [{"equals": "x"}]}]}]},
+            "pages[0].buttons[0].feedback[0].variable",
+        ),
+        (
+            {"pages": [{"buttons": [{"row": 0, "column": 0, "feedback": {"variable": "a:b:c"}}]}]},
+            "is not '<name>'",
+        ),
+        (
+            {"pages": [{"buttons": [{"row": 0, "column": 0, "feedback": {"variable": "p"}}]}]},
+            "needs equals",
+        ),
+        (
+            {
+                "pages": [
+                    {
+                        "buttons": [
+                            {"row": 0, "column": 0, "feedback": {"variable": "p", "equals": 1}}
+                        ]
+                    }
+                ]
+            },
+            "needs bgcolor or color",
+        ),
+        (
+            {
+                "pages": [
+                    {
+                        "buttons": [
+                            {
+                                "row": 0,
+                                "column": 0,
+                                "feedback": {"variable": "p", "equals": [], "bgcolor": "red"},
+                            }
+                        ]
+                    }
+                ]
+            },
+            "equals must be",
+        ),
+        (
+            {
+                "pages": [
+                    {
+                        "buttons": [
+                            {
+                                "row": 0,
+                                "column": 0,
+                                "feedback": {"variable": "p", "equals": 1, "bgcolor": "nope"},
+                            }
+                        ]
+                    }
+                ]
+            },
+            "bgcolor 'nope' is not a colour",
+        ),
+        (
+            {"pages": [{"buttons": [{"row": 0, "column": 0, "feedback": [{}] * 65}]}]},
+            "at most 64 rules",
+        ),
+        ({"pages": [{"buttons": [{"row": 0, "column": 0, "behaviour": "swap:a"}]}]}, "swap"),
+        (
+            {"pages": [{"buttons": [{"row": 0, "column": 0, "behaviour": "timer-reset:t=x"}]}]},
+            "timer-reset",
+        ),
         ({1: 2}, "unknown top-level keys: 1"),
     ],
 )

@@ -52,6 +52,7 @@ def test_adapter_status_is_plain_json() -> None:
     assert extra == {
         "satellite": {"state": "disconnected", "detail": "closed"},
         "http": {"state": "connected", "detail": "polling 2 variables"},
+        "ember": {"state": "off", "detail": ""},
         "next_retry": 12500,
         "refused": {"count": 2, "last": "k: too large"},
     }
@@ -67,3 +68,11 @@ def test_adapter_status_is_plain_json() -> None:
     failed = LinkStatus(LinkState.ERROR, "internal error: boom")
     assert adapter_status(connected, failed)[:2] == ("error", "internal error: boom")
     assert "refused" not in adapter_status(connected, http)[2]
+    # Ember+ unreachable is a fallback (HTTP polling), not a failure of the adapter;
+    # its task failing is
+    gone = LinkStatus(LinkState.DISCONNECTED, "nothing listens on tcp://h:9092")
+    state, detail, extra = adapter_status(connected, http, ember=gone)
+    assert (state, detail) == ("connected", "polling 2 variables")
+    assert extra["ember"] == {"state": "disconnected", "detail": "nothing listens on tcp://h:9092"}
+    crashed = LinkStatus(LinkState.ERROR, "internal error: ember")
+    assert adapter_status(connected, http, ember=crashed)[:2] == ("error", "internal error: ember")

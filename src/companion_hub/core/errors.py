@@ -20,10 +20,12 @@ The tree (the SDK has its own, rooted at ``companion_hub.client.HubError``)::
         TokenFileError         the token file cannot be read or written
       TlsError                 server/tls.py: the certificate or key cannot be used
       UnsafeListen             server/app.py: beyond loopback without tokens
+      PortInUse                a listener's port is taken (also an OSError)
 """
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 from typing import Any
 
@@ -62,3 +64,27 @@ class HubError(CompanionHubError):
         if self.details is not None:
             err["details"] = self.details
         return err
+
+
+class PortInUse(CompanionHubError, OSError):
+    """A listener could not bind: another process listens on the port.
+
+    ``setting`` names the setting that chose the port (``port``, ``http_port``, ...);
+    ``flag`` is the command-line flag that changes it, which the message names. An
+    ``OSError`` too (``errno`` EADDRINUSE), so code that catches the bind error keeps
+    working.
+    """
+
+    def __init__(self, host: str | None, port: int, setting: str) -> None:
+        self.host = host or "*"
+        self.port = port
+        self.setting = setting
+        self.flag = "--" + setting.replace("_", "-")
+        super().__init__(
+            errno.EADDRINUSE,
+            f"{self.host}:{port} is already in use (another program listens there): "
+            f"choose another port with {self.flag}",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +14,7 @@ from aiohttp import web
 from ..adapters.companion.adapter import CompanionAdapter, CompanionConfig
 from ..adapters.mqtt.bridge import MqttBridge
 from ..adapters.mqtt.config import MqttConfig
-from ..core.errors import CompanionHubError, ErrorCode, HubError
+from ..core.errors import CompanionHubError, ErrorCode, HubError, PortInUse
 from ..core.keys import is_valid_key, parse_pattern
 from ..eventlog.http_api import add_log_routes
 from ..hub import Hub, HubConfig
@@ -260,7 +261,12 @@ class HubServer:
         site = GuardedSite(
             self._runner, cfg.host, cfg.port, guard=self.guard, backlog=1024, ssl_context=tls
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(cfg.host, cfg.port, "port") from None
+            raise
         self.port = site.port
         self.hub.start_background()
         for cc in self.companion_configs:

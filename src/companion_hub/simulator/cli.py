@@ -53,6 +53,7 @@ def add_simulate_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from companion_hub.core.errors import PortInUse
     from companion_hub.logs import setup_logging
 
     from .scenario import ScenarioError, load_scenario
@@ -69,6 +70,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         asyncio.run(_run(args, scenario))
     except KeyboardInterrupt:
         return 130
+    except PortInUse as exc:  # one line naming the flag (--satellite-port, ...)
+        print(f"companion-hub simulate: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"companion-hub simulate: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import socket
@@ -22,6 +23,8 @@ from aiohttp import web
 
 from companion_hub.adapters.companion.codec import MAX_LINE_CHARS
 
+from ..core.errors import PortInUse
+from .ember import EmberServer
 from .model import module_status
 from .satellite import (
     SatelliteConnection,
@@ -55,6 +58,7 @@ class CompanionSimulator(CompanionState):
         clock: bool = True,
         status_change_interval: float = 15.0,
         seed: int | None = None,
+        ember_port: int | None = None,
     ) -> None:
         super().__init__(
             scenario,
@@ -69,6 +73,9 @@ class CompanionSimulator(CompanionState):
         self.connection_status_changes = connection_status_changes
         self.clock = clock
         self.status_change_interval = status_change_interval
+        self.ember_port = ember_port  # None: no Ember+ provider; 0: a free port
+        self.ember_rebuild_delay = 2.5  # a new custom variable rebuilds the provider after this
+        self._ember: EmberServer | None = None
 
         # behaviour switches and tunables (tests shorten the timeouts)
         self.idle_timeout = 5.0
@@ -80,6 +87,8 @@ class CompanionSimulator(CompanionState):
         self.http_enabled = True
         self.http_style_applies = False  # Companion 5.x as observed: style changes nothing
         self.press_release_delay = 0.02  # HTTP /press: release after 20 ms
+        # POST /api/custom-variable/<name>/value requests per name (answered or not)
+        self.custom_variable_posts: dict[str, int] = {}
 
         self._satellite_conns: set[SatelliteConnection] = set()
         self._conn_counter = 0
@@ -151,7 +160,7 @@ class CompanionSimulator(CompanionState):
         log.info("simulator stopped")
 
     async def _open_listeners(self) -> None:
-        tcp_sock = _listen_socket(self.host, self.satellite_port)
+        tcp_sock = _listen_socket(self.host, self.satellite_port, "satellite_port")
         self._tcp_server = await asyncio.start_server(self._on_tcp, sock=tcp_sock)
         self.satellite_port = tcp_sock.getsockname()[1]
 
@@ -159,7 +168,7 @@ class CompanionSimulator(CompanionState):
         ws_app.router.add_get("/{tail:.*}", self._on_ws)
         self._ws_runner = web.AppRunner(ws_app, access_log=None, shutdown_timeout=0.5)
         await self._ws_runner.setup()
-        ws_sock = _listen_socket(self.host, self.ws_port)
+        ws_sock = _listen_socket(self.host, self.ws_port, "ws_port")
         await web.SockSite(self._ws_runner, ws_sock).start()
         self.ws_port = ws_sock.getsockname()[1]
 
@@ -169,9 +178,20 @@ class CompanionSimulator(CompanionState):
             build_http_app(self), access_log=None, shutdown_timeout=0.5
         )
         await self._http_runner.setup()
-        http_sock = _listen_socket(self.host, self.http_port)
+        http_sock = _listen_socket(self.host, self.http_port, "http_port")
         await web.SockSite(self._http_runner, http_sock).start()
         self.http_port = http_sock.getsockname()[1]
+
+        if self.ember_port is not None:
+            self._ember = EmberServer(
+                self,
+                self.host,
+                self.ember_port,
+                version=self.companion_version.split("+")[0],
+                rebuild_delay=self.ember_rebuild_delay,
+            )
+            await self._ember.start()
+            self.ember_port = self._ember.port
 
     async def _close_listeners(self) -> None:
         if self._tcp_server is not None:
@@ -184,6 +204,9 @@ class CompanionSimulator(CompanionState):
         for runner in (self._ws_runner, self._http_runner):
             if runner is not None:
                 await runner.cleanup()
+        if self._ember is not None:
+            await self._ember.stop()
+            self._ember = None
         self._ws_runner = self._http_runner = None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -315,6 +338,15 @@ class CompanionSimulator(CompanionState):
             await asyncio.sleep(1.0005 - (time.time() % 1.0))
             self._tick()
 
+    def create_custom_variable(self, name: str, value: Any = "") -> None:
+        """Create a custom variable while running (the Ember+ provider rebuilds later)."""
+        self.set_custom_variable(name, value)
+
+    @property
+    def ember(self) -> EmberServer | None:
+        """The Ember+ provider while it runs (``ember_port`` not None)."""
+        return self._ember
+
     def restart_connection(self, conn_id: str) -> None:
         """Restart a module: ``Initializing`` now, ``ok`` shortly after."""
         status = module_status("initializing")
@@ -344,8 +376,11 @@ class CompanionSimulator(CompanionState):
             self.set_connection_status(conn.id, st["category"], st["level"], st["message"])
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening, non-blocking TCP socket (port 0 picks a free one)."""
+def _listen_socket(host: str, port: int, setting: str = "port") -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (port 0 picks a free one).
+
+    A port another process listens on raises :class:`PortInUse` naming ``setting``.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -353,7 +388,9 @@ def _listen_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port, setting) from None
         raise
     return sock

@@ -207,6 +207,7 @@ def build_http_app(sim: CompanionSimulator) -> web.Application:
         return {}
 
     async def custom_set(request: web.Request, name: str) -> web.StreamResponse:
+        sim.custom_variable_posts[name] = sim.custom_variable_posts.get(name, 0) + 1
         raw_type = request.headers.get("Content-Type")
         value: Any
         if "value" in request.query:

@@ -173,7 +173,12 @@ def render_template(template: str, lookup: Any) -> str:
 # --- buttons -------------------------------------------------------------------------
 
 BUTTON_TYPES: Final = ("BUTTON", "PAGEUP", "PAGEDOWN", "PAGENUM")
-_BEHAVIOUR = re.compile(r"^(none|latch|counter:[\w.-]+|set:[\w.-]+=.*|page:([+-]1|\d+))$", re.S)
+_DURATION = r"\d{1,6}(?::\d{2}){0,2}"
+_BEHAVIOUR = re.compile(
+    r"^(none|latch|counter:[\w.-]+|set:[\w.-]+=.*|swap:[\w.-]+,[\w.-]+|page:([+-]1|\d+)"
+    r"|timer-(start|stop):[\w.-]+|timer-reset:[\w.-]+=" + _DURATION + r")$",
+    re.S,
+)
 
 
 def check_behaviour(behaviour: str) -> str:
@@ -181,9 +186,61 @@ def check_behaviour(behaviour: str) -> str:
     if not _BEHAVIOUR.match(behaviour):
         raise ValueError(
             f"unknown behaviour {behaviour!r}: expected none, latch, counter:<var>, "
-            "set:<var>=<value> or page:<n|+1|-1>"
+            "set:<var>=<value>, swap:<var>,<var>, timer-start:<var>, timer-stop:<var>, "
+            "timer-reset:<var>=<mm:ss> or page:<n|+1|-1>"
         )
     return behaviour
+
+
+# --- countdown timers ----------------------------------------------------------------
+
+_DURATION_TEXT = re.compile(r"^\s*(\d{1,6})(?::(\d{1,2}))?(?::(\d{1,2}))?\s*$")
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from ``ss``, ``mm:ss`` or ``h:mm:ss`` text or a number; None if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if math.isfinite(value) and value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    m = _DURATION_TEXT.match(value)
+    if m is None:
+        return None
+    parts = [int(p) for p in m.groups() if p is not None]
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """``mm:ss`` (``h:mm:ss`` from an hour on), as a stage timer shows it."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes:02d}:{secs:02d}"
+
+
+# --- feedbacks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A colour rule: while variable ``label:name``'s text is ``equals``, the button
+    shows ``bgcolor``/``color`` (None: its own). A button's first matching rule wins."""
+
+    variable: str  # "label:name", e.g. "custom:program"
+    equals: str  # compared with the variable's text form (value_text)
+    bgcolor: int | None = None
+    color: int | None = None
+
+    def matches(self, lookup: Any) -> bool:
+        """``lookup(label, name)`` returns the value or UNDEFINED."""
+        label, _, name = self.variable.partition(":")
+        return value_text(lookup(label, name)) == self.equals
 
 
 @dataclass(eq=False)
@@ -199,7 +256,17 @@ class Button:
     rendered_text: str = ""
     latched: bool = False
     held_by: set[str] = field(default_factory=set)
-    refs: frozenset[str] = frozenset()
+    refs: frozenset[str] = frozenset()  # the variables its text and feedbacks read
+    feedbacks: tuple[Feedback, ...] = ()
+    active_feedback: Feedback | None = None  # the first matching one, or None
+
+    def update_refs(self) -> None:
+        """Recompute :attr:`refs` after the text or the feedbacks changed."""
+        self.refs = template_refs(self.text) | frozenset(f.variable for f in self.feedbacks)
+
+    def apply_feedbacks(self, lookup: Any) -> None:
+        """Pick the first feedback whose condition holds (``lookup(label, name)``)."""
+        self.active_feedback = next((f for f in self.feedbacks if f.matches(lookup)), None)
 
     @property
     def pressed(self) -> bool:
@@ -216,11 +283,13 @@ class Button:
         return 2 if self.behaviour == "latch" else 1
 
     def look(self) -> Look:
+        """What it shows: its colours, or those of the active feedback."""
+        fb = self.active_feedback
         return Look(
             pressed=self.pressed,
             type=self.type,
-            bgcolor=self.bgcolor,
-            color=self.color,
+            bgcolor=fb.bgcolor if fb is not None and fb.bgcolor is not None else self.bgcolor,
+            color=fb.color if fb is not None and fb.color is not None else self.color,
             text=self.rendered_text,
             font_size=self.font_size,
         )

@@ -28,11 +28,14 @@ from .model import (
     BUTTON_TYPES,
     Button,
     Connection,
+    Feedback,
     Location,
     check_behaviour,
+    format_duration,
     module_status,
     parse_color,
-    template_refs,
+    parse_duration,
+    value_text,
 )
 
 
@@ -47,6 +50,8 @@ _INT_RANGE = (-(2**63), 2**63 - 1)  # TOML's integers; a JSON document may hold 
 _MAX_VALUE_DEPTH = 32
 _VARIABLE_NAME = re.compile(r"[\w.-]{1,256}")
 _PAGE_BEHAVIOUR = re.compile(r"page:([0-9]{1,4})")
+_FEEDBACK_VARIABLE = re.compile(r"(?:([^:$()\s]+):)?([^:)$\s]+)")
+MAX_FEEDBACKS = 64  # per button
 
 _TOP_KEYS = frozenset(
     {"device_page", "pages", "custom_variables", "module_variables", "connections", "surfaces"}
@@ -55,6 +60,7 @@ _PAGE_KEYS = frozenset({"number", "name", "buttons"})
 _CONNECTION_KEYS = frozenset({"id", "label", "moduleId", "enabled", "status"})
 _STATUS_KEYS = ("category", "level", "message")
 _SURFACE_KEYS = frozenset({"inputs", "outputs", "brightness", "page", "can_change_page"})
+_FEEDBACK_KEYS = frozenset({"variable", "equals", "bgcolor", "color"})
 
 
 @dataclass
@@ -90,7 +96,8 @@ def make_button(where: str, spec: Mapping[str, Any]) -> Button:
 
 
 def apply_button_fields(btn: Button, fields: Mapping[str, Any], where: str = "button") -> None:
-    """Validate and apply button fields in place (the rendered text is updated by the caller).
+    """Validate and apply button fields in place (the rendered text and the active
+    feedback are updated by the caller).
 
     Raises ScenarioError for an unknown field or a bad value; ``row`` and ``column``
     are accepted and ignored (the caller places the button).
@@ -100,7 +107,8 @@ def apply_button_fields(btn: Button, fields: Mapping[str, Any], where: str = "bu
             if not isinstance(value, str):
                 raise ScenarioError(f"{where}: text must be a string")
             btn.text = value
-            btn.refs = template_refs(value)
+        elif key == "feedback":
+            btn.feedbacks = _feedbacks(f"{where}.feedback", value)
         elif key in ("bgcolor", "color"):
             color = parse_color(value)
             if color is None:
@@ -121,6 +129,50 @@ def apply_button_fields(btn: Button, fields: Mapping[str, Any], where: str = "bu
             continue
         else:
             raise ScenarioError(f"{where}: unknown button field {_show(key)}")
+    btn.update_refs()
+
+
+def _feedbacks(where: str, value: Any) -> tuple[Feedback, ...]:
+    """``feedback``: one rule (a table) or a list of them, the first match winning."""
+    items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_FEEDBACKS:
+        raise ScenarioError(f"{where}: at most {MAX_FEEDBACKS} rules")
+    out = []
+    for i, item in enumerate(items):
+        iwhere = f"{where}[{i}]" if isinstance(value, list) else where
+        spec = _table(iwhere, item, _FEEDBACK_KEYS)
+        variable = _str(f"{iwhere}.variable", spec.get("variable"), empty=False)
+        m = _FEEDBACK_VARIABLE.fullmatch(variable) if len(variable) <= 512 else None
+        if m is None:
+            raise ScenarioError(
+                f"{iwhere}.variable {_show(variable)} is not '<name>' (a custom variable) "
+                "or '<label>:<name>'"
+            )
+        if "equals" not in spec:
+            raise ScenarioError(f"{iwhere}: needs equals (the value that turns it on)")
+        equals = spec["equals"]
+        if not isinstance(equals, str | int | float | bool):
+            raise ScenarioError(f"{iwhere}.equals must be a string, number or boolean")
+        if _is_int(equals):
+            _int(f"{iwhere}.equals", equals, *_INT_RANGE)
+        colors: dict[str, int] = {}
+        for key in ("bgcolor", "color"):
+            if key in spec:
+                color = parse_color(spec[key])
+                if color is None:
+                    raise ScenarioError(f"{iwhere}.{key} {_show(spec[key])} is not a colour")
+                colors[key] = color
+        if not colors:
+            raise ScenarioError(f"{iwhere}: needs bgcolor or color")
+        out.append(
+            Feedback(
+                variable=f"{m[1] or 'custom'}:{m[2]}",
+                equals=value_text(equals) or "",
+                bgcolor=colors.get("bgcolor"),
+                color=colors.get("color"),
+            )
+        )
+    return tuple(out)
 
 
 def _behaviour(where: str, value: Any) -> str:
@@ -253,6 +305,15 @@ def scenario_from_dict(doc: Any) -> Scenario:
         elif btn.behaviour.startswith("set:"):
             name = btn.behaviour[4:].partition("=")[0]
             sc.custom_variables.setdefault(name, "")
+        elif btn.behaviour.startswith("swap:"):
+            for name in btn.behaviour[5:].split(","):
+                sc.custom_variables.setdefault(name, "")
+        elif btn.behaviour.startswith("timer-reset:"):
+            name, _, start = btn.behaviour[12:].partition("=")
+            sc.custom_variables.setdefault(name, format_duration(parse_duration(start) or 0))
+    for btn in sc.buttons.values():  # after the resets, which say where a timer starts
+        if btn.behaviour.startswith(("timer-start:", "timer-stop:")):
+            sc.custom_variables.setdefault(btn.behaviour.partition(":")[2], "00:00")
     return sc
 
 
@@ -316,19 +377,68 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: {exc}") from None
 
 
+# the demo's tally colours: on program, on preview, neither
+TALLY_PROGRAM = "#cc0000"
+TALLY_PREVIEW = "#00aa00"
+TALLY_OFF = "#333333"
+
+
+def _tally(camera: str) -> list[dict[str, Any]]:
+    """A camera button's feedback: red on program, else green on preview (else grey)."""
+    return [
+        {"variable": "program", "equals": camera, "bgcolor": TALLY_PROGRAM},
+        {"variable": "preview", "equals": camera, "bgcolor": TALLY_PREVIEW},
+    ]
+
+
 def _demo_doc() -> dict[str, Any]:
-    cams: list[dict[str, Any]] = []
-    tally = ["#cc0000", "#00aa00", "#333333", "#333333"]
+    show: list[dict[str, Any]] = []
     for i in range(4):
-        cams.append(
-            {
-                "row": 0,
-                "column": i,
-                "text": f"CAM {i + 1}",
-                "bgcolor": tally[i],
-                "behaviour": f"set:program=CAM {i + 1}",
-            }
-        )
+        cam = f"CAM {i + 1}"
+        # row 0 is the program bus (a press cuts the camera to program), row 1 the preview
+        for row, variable in ((0, "program"), (1, "preview")):
+            show.append(
+                {
+                    "row": row,
+                    "column": i,
+                    "text": cam,
+                    "bgcolor": TALLY_OFF,
+                    "behaviour": f"set:{variable}={cam}",
+                    "feedback": _tally(cam),
+                }
+            )
+    show += [
+        {"row": 0, "column": 4, "text": "PGM\n$(custom:program)", "bgcolor": "#550000"},
+        {"row": 0, "column": 5, "text": "ATEM\nin $(atem:program_input)"},
+        {"row": 1, "column": 4, "text": "PVW\n$(custom:preview)", "bgcolor": "#005500"},
+        {"row": 1, "column": 5, "text": "CUT", "behaviour": "swap:program,preview"},
+        # a stage timer: counts down from 5:00 while running, red at 00:00
+        {
+            "row": 2,
+            "column": 0,
+            "text": "TIMER\n$(custom:timer)",
+            "bgcolor": "#222222",
+            "feedback": {"variable": "timer", "equals": "00:00", "bgcolor": TALLY_PROGRAM},
+        },
+        {
+            "row": 2,
+            "column": 1,
+            "text": "START",
+            "bgcolor": "#005500",
+            "behaviour": "timer-start:timer",
+        },
+        {
+            "row": 2,
+            "column": 2,
+            "text": "STOP",
+            "bgcolor": "#550000",
+            "behaviour": "timer-stop:timer",
+        },
+        {"row": 2, "column": 3, "text": "RESET\n05:00", "behaviour": "timer-reset:timer=05:00"},
+        # a hub client's message (set_variable name=hub_message value=...)
+        {"row": 2, "column": 4, "text": "MSG\n$(custom:hub_message)", "bgcolor": "#000066"},
+        {"row": 2, "column": 5, "text": "$(internal:time_hms)", "font_size": 14},
+    ]
     nav = [
         {"row": 0, "column": 7, "type": "PAGEUP"},
         {"row": 1, "column": 7, "type": "PAGENUM"},
@@ -336,7 +446,14 @@ def _demo_doc() -> dict[str, Any]:
     ]
     return {
         "device_page": 1,
-        "custom_variables": {"cue": 0, "program": "CAM 1", "preview": "CAM 2", "fader": ""},
+        "custom_variables": {
+            "cue": 0,
+            "program": "CAM 1",
+            "preview": "CAM 2",
+            "fader": "",
+            "timer": "05:00",
+            "hub_message": "",
+        },
         "module_variables": {
             "atem:program_input": 1,
             "atem:preview_input": 2,
@@ -353,11 +470,7 @@ def _demo_doc() -> dict[str, Any]:
                 "number": 1,
                 "name": "Cameras",
                 "buttons": [
-                    *cams,
-                    {"row": 1, "column": 0, "text": "PGM\n$(custom:program)", "bgcolor": "#550000"},
-                    {"row": 1, "column": 1, "text": "PVW\n$(custom:preview)", "bgcolor": "#005500"},
-                    {"row": 1, "column": 2, "text": "ATEM\nin $(atem:program_input)"},
-                    {"row": 2, "column": 0, "text": "$(internal:time_hms)", "font_size": 14},
+                    *show,
                     *nav,
                 ],
             },
@@ -400,5 +513,7 @@ def _demo_doc() -> dict[str, Any]:
 
 
 def demo_scenario() -> Scenario:
-    """The built-in demo: cameras with tally colours, a cue counter, a clock, status page."""
+    """The built-in demo: a small show (program and preview buses with tally feedback, a
+    CUT, a stage timer, a message from a hub client), a cue counter, a clock, a status
+    page."""
     return scenario_from_dict(_demo_doc())

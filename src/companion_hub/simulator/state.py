@@ -11,8 +11,10 @@ connections themselves and fault injection are :class:`~.core.CompanionSimulator
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +26,11 @@ from .model import (
     Connection,
     Location,
     Look,
+    format_duration,
     format_location,
     js_number,
     module_status,
+    parse_duration,
     render_template,
     template_refs,
     value_text,
@@ -83,16 +87,21 @@ class CompanionState:
         self._surface_ids: set[str] = set()
         self._started_at = time.monotonic()
         self._internal_last: dict[str, str | None] = {}  # last text of each _TICKING variable
+        self._variable_listeners: list[Callable[[frozenset[str]], None]] = []
+        # running countdown timers: custom variable -> (monotonic end, the text last set)
+        self.timers: dict[str, tuple[float, str]] = {}
         for loc, btn in self.buttons.items():
-            btn.rendered_text = self._render_text(loc, btn)
+            self._render(loc, btn)
 
     def _sessions(self) -> list[SatelliteSession]:
         """The live Satellite sessions: they see every change. None without I/O."""
         return []
 
     def _restarted(self) -> None:
-        """After a restart: press and latch state reset, uptime from 0 (variables stay)."""
+        """After a restart: press and latch state reset, timers stopped, uptime from 0
+        (variables stay)."""
         self._started_at = time.monotonic()
+        self.timers.clear()
         for loc, btn in self.buttons.items():
             if btn.held_by or btn.latched:
                 btn.held_by.clear()
@@ -193,7 +202,7 @@ class CompanionState:
             btn = Button()
         apply_button_fields(btn, fields, f"button {format_location(loc)}")
         self.buttons[loc] = btn
-        btn.rendered_text = self._render_text(loc, btn)
+        self._render(loc, btn)
         self._emit(loc)
         return btn
 
@@ -209,6 +218,11 @@ class CompanionState:
     def _emit(self, loc: Location) -> None:
         for session in self._sessions():
             session.location_changed(loc)
+
+    def _render(self, loc: Location, btn: Button) -> None:
+        """Render the text and pick the active feedback (the caller emits the change)."""
+        btn.rendered_text = self._render_text(loc, btn)
+        btn.apply_feedbacks(self.variable_value)
 
     def _render_text(self, loc: Location, btn: Button) -> str:
         def lookup(label: str, name: str) -> Any:
@@ -268,6 +282,13 @@ class CompanionState:
             elif behaviour.startswith("set:"):
                 name, _, value = behaviour[4:].partition("=")
                 self.set_custom_variable(name, value)
+            elif behaviour.startswith("swap:"):
+                a, _, b = behaviour[5:].partition(",")
+                va, vb = self.custom_variables.get(a, ""), self.custom_variables.get(b, "")
+                self.set_custom_variable(a, vb)
+                self.set_custom_variable(b, va)
+            elif behaviour.startswith("timer-"):
+                self._timer_press(behaviour)
             elif behaviour.startswith("page:") and dev is not None:
                 self.change_device_page(dev, behaviour[5:])
         else:
@@ -379,12 +400,22 @@ class CompanionState:
         frozen = frozenset(names)
         for loc, btn in list(self.buttons.items()):
             if btn.refs & frozen:
-                text = self._render_text(loc, btn)
-                if text != btn.rendered_text:
-                    btn.rendered_text = text
+                before = btn.look()
+                self._render(loc, btn)
+                if btn.look() != before:
                     self._emit(loc)
         for session in self._sessions():
             session.variables_changed(frozen)
+        for listener in list(self._variable_listeners):
+            listener(frozen)
+
+    def add_variable_listener(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call ``listener`` with the names (``label:name``) of every variable change."""
+        self._variable_listeners.append(listener)
+
+    def remove_variable_listener(self, listener: Callable[[frozenset[str]], None]) -> None:
+        if listener in self._variable_listeners:
+            self._variable_listeners.remove(listener)
 
     def evaluate_expression(
         self, expr: str, dev: Device | None
@@ -421,6 +452,52 @@ class CompanionState:
                 changed.add(f"internal:{name}")
         if changed:
             self._variables_changed(changed)
+        self._tick_timers()
+
+    # --- countdown timers (behaviours timer-start/-stop/-reset) -------------------
+
+    def _timer_press(self, behaviour: str) -> None:
+        action, _, rest = behaviour[6:].partition(":")
+        name, _, start = rest.partition("=")
+        if action == "start":
+            self.start_timer(name)
+        elif action == "stop":
+            self.timers.pop(name, None)
+        else:  # reset: stop and set the start value
+            self.timers.pop(name, None)
+            self.set_custom_variable(name, format_duration(parse_duration(start) or 0))
+
+    def start_timer(self, name: str) -> None:
+        """Count custom variable ``name`` (``mm:ss``) down once a second (with the clock)
+        until ``00:00``; a value set meanwhile is counted down from. No-op when running
+        or when the value is not a duration."""
+        if name in self.timers:
+            return
+        seconds = parse_duration(self.custom_variables.get(name))
+        if seconds is None or seconds <= 0:
+            return
+        text = format_duration(seconds)
+        self.timers[name] = (time.monotonic() + seconds, text)
+        self.set_custom_variable(name, text)
+
+    def _tick_timers(self) -> None:
+        now = time.monotonic()
+        for name, (timer_end, last) in list(self.timers.items()):
+            end = timer_end
+            current = self.custom_variables.get(name)
+            if current != last:  # someone set it: count down from there
+                seconds = parse_duration(current)
+                if seconds is None:
+                    del self.timers[name]
+                    continue
+                end = now + seconds
+            remaining = max(0, math.ceil(end - now - 1e-6))
+            text = format_duration(remaining)
+            if remaining == 0:
+                del self.timers[name]
+            else:
+                self.timers[name] = (end, text)
+            self.set_custom_variable(name, text)
 
     # --- connections --------------------------------------------------------------
 

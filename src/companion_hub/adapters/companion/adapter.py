@@ -44,6 +44,9 @@ from .commands import (
     unknown_command,
 )
 from .config import CompanionConfig, default_device_id
+from .ember.consumer import Event as EmberEvent
+from .ember.consumer import VariableChanged, VariablesListed
+from .ember_link import EmberLink
 from .events import (
     Began,
     Brightness,
@@ -56,6 +59,7 @@ from .events import (
     Registering,
     Synced,
 )
+from .export import Exporter
 from .http import CompanionHttp, HttpError, PollResult, VariableRef
 from .layout import Layout
 from .link import LinkDown, ReplyTimeout, SatelliteLink
@@ -70,6 +74,8 @@ __all__ = ["CompanionAdapter", "CompanionConfig"]  # the config is imported from
 
 log = logging.getLogger("companion_hub.adapters.companion")
 _throttled = Throttle(log, interval=5.0)
+
+EMBER_KINDS = ("internal", "custom")  # the variables Companion's Ember+ provider lists
 
 
 class CompanionAdapter:
@@ -109,6 +115,24 @@ class CompanionAdapter:
             else None
         )
         self.http_up = False
+        # Ember+ (TCP 9092): every internal and custom variable, pushed; HTTP polling of
+        # the listed variables is the fallback while it is unreachable
+        self.ember = (
+            EmberLink(
+                config.host,
+                config.ember_port,
+                on_event=self._on_ember_event,
+                on_state=self._on_ember_state,
+                timing=config.ember_timing,
+                hold=self._hold,
+            )
+            if config.ember
+            else None
+        )
+        self.ember_up = False
+        self._ember_writer = self.writer
+        self._ember_counts: dict[str, int] = {}
+        self._ember_status = LinkStatus(LinkState.CONNECTING if config.ember else LinkState.OFF)
         self._info: dict[str, Any] = {}
         self._sat_status = LinkStatus(LinkState.CONNECTING, "starting")
         self._http_status = LinkStatus(LinkState.CONNECTING if config.http else LinkState.OFF)
@@ -123,6 +147,19 @@ class CompanionAdapter:
         # metrics: Satellite link drops and reconnects (plain counters on the hub)
         self.counters = hub.adapter_counters(config.name)
         self._dropped = False  # the link went down after a sync, not synchronised since
+        # hub keys -> Companion custom variables over the HTTP link (export.py)
+        self.export = (
+            Exporter(
+                hub.store,
+                config.exports,
+                name=config.name,
+                namespace=config.namespace,
+                http=lambda: self.http if self.http_up else None,
+                publish=self._publish_state,
+            )
+            if config.exports and self.http is not None
+            else None
+        )
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -151,6 +188,17 @@ class CompanionAdapter:
                 ),
                 stable_after=timing.stable_after,
             )
+        if self.ember is not None:
+            self.supervisor.spawn(
+                f"companion-ember:{self.config.name}",
+                self.ember.run,
+                on_crash=self._ember_crashed,
+                backoff=Backoff(timing.backoff_base, timing.backoff_max),
+                stable_after=timing.stable_after,
+            )
+        if self.export is not None:
+            self.export.start()
+            self.supervisor.spawn(f"companion-export:{self.config.name}", self.export.run)
 
     async def stop(self) -> None:
         """Release held buttons, stop the links, mark the namespace stale. Never raises
@@ -160,6 +208,8 @@ class CompanionAdapter:
                 with contextlib.suppress(HttpError):
                     await self.http.location(loc, "up")
             self._held.clear()
+        if self.export is not None:
+            self.export.stop()  # the store listener goes; the task stops with the others
         await self.supervisor.stop()
         self.writes.close()
         if self.http is not None:
@@ -171,6 +221,8 @@ class CompanionAdapter:
             LinkState.DISCONNECTED if self.config.http else LinkState.OFF,
             self._http_status.detail,
         )
+        if self.ember is not None:
+            self._ember_status = LinkStatus(LinkState.DISCONNECTED, "adapter stopped")
         self._publish_state()
 
     async def _hold(self) -> None:
@@ -207,12 +259,38 @@ class CompanionAdapter:
     def _mark_http_keys_stale(self) -> int:
         """The HTTP link is gone: what it mirrors turns stale. Returns the count."""
         lay = self.layout
-        return sum(self.writer.mark_stale(p) for p in (lay.variables, lay.connections))
+        return sum(
+            self.writer.mark_stale(p) for p in (*self._http_variable_prefixes(), lay.connections)
+        )
+
+    def _http_refs(self) -> list[VariableRef]:
+        """The variables HTTP polls: all listed ones, or only module variables while
+        Ember+ brings the internal and custom ones."""
+        if not self.ember_up:
+            return self.variable_refs
+        return [r for r in self.variable_refs if r.connection not in EMBER_KINDS]
+
+    def _http_variable_prefixes(self, *, sync: bool = False) -> list[str]:
+        """The parts of ``<ns>.variables`` that HTTP polling answers for: all of it
+        without Ember+. With Ember+ configured, the internal and custom variables are
+        Ember+'s to list and delete (``sync``: a variable HTTP does not poll is not
+        gone, only unobserved), and to mark stale while it is up."""
+        lay = self.layout
+        if self.ember is None or (not sync and not self.ember_up):
+            return [lay.variables]
+        conns = sorted({r.connection for r in self.variable_refs} - set(EMBER_KINDS))
+        return [f"{lay.variables}.{c}" for c in conns]
 
     def _publish_state(self) -> None:
         state, detail, extra = adapter_status(
-            self._sat_status, self._http_status, self.writes.refused, self.writes.last_refused
+            self._sat_status,
+            self._http_status,
+            self.writes.refused,
+            self.writes.last_refused,
+            ember=self._ember_status,
         )
+        if self.export is not None:
+            extra["export"] = self.export.status()
         snapshot = (state, detail, repr(extra))
         if snapshot == self._published:
             return  # unchanged: no new version (and `since` keeps its meaning)
@@ -320,7 +398,7 @@ class CompanionAdapter:
             await self._hold()
             w = self.writer.with_epoch(self.hub.new_epoch())
             try:
-                result = await self.http.poll(self.variable_refs, partial(self._write_values, w=w))
+                result = await self.http.poll(self._http_refs(), partial(self._write_values, w=w))
             except HttpError as exc:
                 failures += 1
                 self._http_down(str(exc))
@@ -378,7 +456,8 @@ class CompanionAdapter:
                 adapter=self.config.name,
                 skipped=result.skipped_connections,
             )
-        w.sync(lay.variables)
+        for prefix in self._http_variable_prefixes(sync=True):
+            w.sync(prefix)
         w.sync(lay.connections)
         restarted = (
             self._uptime is not None and result.uptime is not None and result.uptime < self._uptime
@@ -386,15 +465,100 @@ class CompanionAdapter:
         self._uptime = result.uptime
         was_down = not self.http_up
         self.http_up = True
-        self._http_status = LinkStatus(
-            LinkState.CONNECTED, f"polling {len(self.variable_refs)} variables"
-        )
+        self._http_status = LinkStatus(LinkState.CONNECTED, self._polling_detail())
         self._publish_state()
         if restarted:
             log.warning("Companion restarted (uptime went back): resynchronising")
             self.satellite.reset("Companion restarted")
         if was_down and self._held:
             self._spawn(self._release_held("the HTTP link came back"))
+        if self.export is not None and (was_down or restarted):
+            self.export.resync("Companion restarted" if restarted else "the HTTP link is up")
+
+    def _polling_detail(self) -> str:
+        n = len(self._http_refs())
+        if self.ember_up:
+            return f"polling {n} module variables (internal and custom ones by Ember+)"
+        if not self.variable_refs:
+            hint = "list them with --companion-variable (or `variables` in [[companion]])"
+            if self.ember is not None:
+                return f"0 variables configured: {hint} or enable Ember+ in Companion"
+            return f"0 variables configured: {hint}"
+        return f"polling {n} variables"
+
+    # --- Ember+ ---------------------------------------------------------------------------------
+
+    def _on_ember_state(self, state: LinkState, detail: str, retry: float | None) -> None:
+        if state is LinkState.CONNECTING and (
+            self.ember_up or self._ember_status.state is LinkState.DISCONNECTED
+        ):
+            # reconnecting after Companion rebuilt its tree (the values stay as they are
+            # until the new listing, which syncs them), or retrying an unreachable
+            # provider (the status keeps saying why: no new version per attempt)
+            return
+        if state is LinkState.DISCONNECTED and (
+            self.ember_up or self._ember_status.state is not LinkState.DISCONNECTED
+        ):
+            was_up = self.ember_up
+            self.ember_up = False
+            n = self._mark_ember_keys_stale() if was_up else 0
+            log.warning(
+                "Ember+ unreachable: internal and custom variables by HTTP polling of the "
+                "listed ones",
+                extra={
+                    "adapter": self.config.name,
+                    "reason": detail,
+                    "stale_keys": n,
+                    "polled_variables": len(self.variable_refs),
+                },
+            )
+            self._poll_now.set()  # the fallback starts now
+        self._ember_status = LinkStatus(state, detail, retry)
+        if self.http_up:
+            self._http_status = LinkStatus(LinkState.CONNECTED, self._polling_detail())
+        self._publish_state()
+
+    def _mark_ember_keys_stale(self) -> int:
+        lay = self.layout
+        return sum(self.writer.mark_stale(f"{lay.variables}.{k}") for k in EMBER_KINDS)
+
+    def _ember_crashed(self, exc: BaseException) -> None:
+        self.ember_up = False
+        n = self._mark_ember_keys_stale()
+        self._ember_status = LinkStatus(
+            LinkState.ERROR, f"internal error: {type(exc).__name__}: {exc}"[:300]
+        )
+        self._publish_state()
+        log.warning("Ember+ keys marked stale", extra={"stale_keys": n})
+
+    def _on_ember_event(self, ev: EmberEvent) -> None:
+        lay = self.layout
+        if isinstance(ev, VariablesListed):
+            # a new listing (a new connection, after a rebuild too): one epoch, and what
+            # it does not list is deleted
+            w = self.writer.with_epoch(self.hub.new_epoch())
+            self._ember_writer = w
+            for name, value in ev.values.items():
+                self.writes.write(lay.variable(ev.kind, name), value, w)
+            removed = w.sync(f"{lay.variables}.{ev.kind}")
+            self._ember_counts[ev.kind] = len(ev.values)
+            if ev.kind == "custom":
+                first = not self.ember_up
+                self.ember_up = True
+                if self.http_up:
+                    self._http_status = LinkStatus(LinkState.CONNECTED, self._polling_detail())
+                if first:
+                    log.info(
+                        "Ember+ lists Companion's variables",
+                        extra={
+                            "adapter": self.config.name,
+                            "internal": self._ember_counts.get("internal", 0),
+                            "custom": self._ember_counts.get("custom", 0),
+                            "removed": len(removed),
+                        },
+                    )
+        elif isinstance(ev, VariableChanged):
+            self.writes.write(lay.variable(ev.kind, ev.name), ev.value, self._ember_writer)
 
     # --- commands --------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ import hashlib
 import socket
 from dataclasses import dataclass, field
 
+from .ember_link import EMBER_PORT, EmberTiming
+from .export import ExportRule
 from .link import LinkTiming
 from .satellite import Transferable
 
@@ -31,6 +33,13 @@ class CompanionConfig:
     transferable: list[Transferable] = field(default_factory=list)
     device_id: str | None = None  # default: stable per host and hub port
     timing: LinkTiming = field(default_factory=LinkTiming)
+    # Ember+ (Settings > Protocols > Ember+ in Companion): every internal and custom
+    # variable, pushed; without it, HTTP polling of `variables`
+    ember: bool = True
+    ember_port: int = EMBER_PORT
+    ember_timing: EmberTiming = field(default_factory=EmberTiming)
+    # hub keys -> Companion custom variables ([[companion.export]], see export.py)
+    exports: list[ExportRule] = field(default_factory=list)
 
     @property
     def port(self) -> int:
