@@ -45,6 +45,24 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--companion-http-port", type=int, metavar="PORT")
     p.add_argument("--companion-transport", choices=["tcp", "ws"])
     p.add_argument(
+        "--companion-variable",
+        action="append",
+        metavar="NAME",
+        help="poll this Companion variable over HTTP, e.g. custom:cue or obs:scene "
+        "(repeatable; internal and custom ones come by Ember+ when it is enabled)",
+    )
+    p.add_argument(
+        "--companion-ember-port", type=int, metavar="PORT", help="Companion's Ember+ port (9092)"
+    )
+    p.add_argument(
+        "--no-companion-ember",
+        dest="companion_ember",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not use Companion's Ember+ provider (variables by HTTP polling only)",
+    )
+    p.add_argument(
         "--tokens", metavar="FILE", help="the token file (default: <data dir>/tokens.json)"
     )
     p.add_argument(
@@ -90,6 +108,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             "companion_satellite_port": args.companion_satellite_port,
             "companion_http_port": args.companion_http_port,
             "companion_transport": args.companion_transport,
+            "companion_variables": args.companion_variable,
+            "companion_ember_port": args.companion_ember_port,
+            "companion_ember": args.companion_ember,
             "tokens_file": args.tokens,
             "allow_anonymous": args.allow_anonymous,
             "tls_cert": args.tls_cert,
@@ -219,19 +240,21 @@ async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
             satellite_port=16622,
             ws_port=16623,
             http_port=8000,
+            ember_port=9092,
             clock=True,
             connection_status_changes=True,
         )
         await sim.start()
     except OSError:
         log.info("Companion's usual ports are taken; the simulator uses free ports")
-        sim = CompanionSimulator(scenario, clock=True, connection_status_changes=True)
+        sim = CompanionSimulator(scenario, ember_port=0, clock=True, connection_status_changes=True)
         await sim.start()
     try:
         yield CompanionConfig(
             host="127.0.0.1",
             satellite_port=sim.satellite_port,
             http_port=sim.http_port,
+            ember_port=sim.ember_port or 9092,
             pages=[1, 2, 3],
             variables=_demo_variables(scenario),
         )
@@ -240,9 +263,8 @@ async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
 
 
 def _demo_variables(scenario: object) -> list[str]:
-    names = ["internal:time_hms"]
-    custom = getattr(scenario, "custom_variables", {}) or {}
-    names += [f"custom:{n}" for n in custom]
+    """The module variables to poll: Ember+ lists the internal and custom ones."""
+    names: list[str] = []
     module = getattr(scenario, "module_variables", {}) or {}
     for label, variables in module.items():
         names += [f"{label}:{n}" for n in variables]

@@ -115,6 +115,10 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
     bitmap_size: int = 72
     transferable: list[TransferableFile] = msgspec.field(default_factory=list)
     device_id: str | None = None
+    # Ember+ (enable it in Companion: Settings > Protocols > Ember+): every internal and
+    # custom variable without listing them, pushed; off or unreachable: HTTP polling
+    ember: bool = True
+    ember_port: int = 9092
     export: list[ExportFile] = msgspec.field(default_factory=list)
 
     def export_rules(self) -> list[ExportRule]:
@@ -160,6 +164,8 @@ class CompanionFile(msgspec.Struct, forbid_unknown_fields=True):
                 Transferable(t.id, t.type, t.name or t.id, t.description) for t in self.transferable
             ],
             device_id=self.device_id,
+            ember=self.ember,
+            ember_port=self.ember_port,
             exports=self.export_rules(),
         )
 
@@ -411,6 +417,7 @@ def load_settings(
         if k.startswith("companion_") and overrides[k] is not None
     }
     overrides.pop("companion_host", None)
+    more_variables = companion_flags.pop("variables", None)
     mqtt_flags = {
         k.removeprefix("mqtt_"): overrides.pop(k)
         for k in list(overrides)
@@ -428,11 +435,15 @@ def load_settings(
         first = dict(tables[0])
         first.update(mqtt_flags)
         data["mqtt"] = [first, *tables[1:]]
-    if companion_flags:
+    if companion_flags or more_variables:
         # --companion HOST and friends: the first Companion instance (created if none)
         tables = list(data.get("companion") or [{}])
         first = dict(tables[0])
         first.update(companion_flags)
+        if more_variables:  # --companion-variable NAME (repeatable): added to the file's
+            first["variables"] = list(
+                dict.fromkeys([*(first.get("variables") or []), *more_variables])
+            )
         data["companion"] = [first, *tables[1:]]
     data.update(
         {k: v for k, v in overrides.items() if v is not None and k not in ("companion", "mqtt")}
@@ -503,6 +514,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{where}: namespace {c.namespace!r} is not allowed")
         if not is_valid_client_name(c.name):
             raise ConfigError(f"{where}: name must match [a-z0-9][a-z0-9_-]*")
+        if not 0 < c.ember_port < 65536:
+            raise ConfigError(f"{where}: ember_port {c.ember_port}: 1-65535")
         if c.poll_interval < 0.05:
             raise ConfigError(f"{where}: poll_interval {c.poll_interval}: at least 0.05 s")
         if c.rows < 1 or c.columns < 1 or not c.pages or min(c.pages) < 1:
