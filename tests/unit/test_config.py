@@ -126,3 +126,25 @@ def test_companion_validation(tmp_path: Path, table: str, message: str) -> None:
     p = write(tmp_path, f"[[companion]]\n{table}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(p, env={})
+
+
+def test_companion_variable_flags_add_to_the_file_and_ember_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text('[[companion]]\nhost = "10.0.0.5"\nvariables = ["obs:scene"]\n')
+    s = load_settings(
+        path,
+        env={},
+        overrides={
+            "companion_variables": ["custom:cue", "obs:scene"],
+            "companion_ember": False,
+            "companion_ember_port": 9993,
+        },
+    )
+    c = s.companion[0].adapter_config()
+    assert c.host == "10.0.0.5"
+    assert c.variables == ["obs:scene", "custom:cue"]  # added, not duplicated
+    assert c.ember is False and c.ember_port == 9993
+    default = load_settings(env={}, overrides={"companion_host": "h"}).companion[0]
+    assert default.adapter_config().ember is True and default.ember_port == 9092
