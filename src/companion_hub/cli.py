@@ -228,6 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
     """Start the simulator on Companion's usual ports (or free ones if those are taken)."""
     from .adapters.companion.adapter import CompanionConfig
+    from .adapters.companion.export import ExportRule
     from .simulator import CompanionSimulator, demo_scenario
 
     scenario = demo_scenario()
@@ -257,6 +258,8 @@ async def _demo_simulator() -> AsyncIterator[CompanionConfig]:
             ember_port=sim.ember_port or 9092,
             pages=[1, 2, 3],
             variables=_demo_variables(scenario),
+            # a hub client's key on a Companion button: app.demo.message -> MSG 1/2/4
+            exports=[ExportRule("app.demo.message", "hub_message", stale_text="(stale)")],
         )
     finally:
         await sim.stop()
@@ -296,16 +299,19 @@ Dashboard (state, Companion buttons, clients, event log, commands) in a browser:
 Page 1 is a small show (locations are page/row/column): the program row 1/0/0-3
 cuts CAM 1-4 to program (red), the preview row 1/1/0-3 picks preview (green),
 CUT 1/1/5 swaps them; a stage timer 1/2/0 (START 1/2/1, STOP 1/2/2, RESET 1/2/3)
-and MSG 1/2/4, which shows the custom variable hub_message. In another terminal:
+and MSG 1/2/4, which shows the custom variable hub_message: the hub exports the key
+app.demo.message into it ([[companion.export]]). Companion's variables come by
+Ember+ (simulated on 9092). In another terminal:
 
   .venv/bin/companion-hub watch 'companion.**'{extra}
   .venv/bin/companion-hub call companion press location=1/1/2{extra}
   .venv/bin/companion-hub call companion press location=1/1/5{extra}
   .venv/bin/companion-hub call companion press location=1/2/1{extra}
-  .venv/bin/companion-hub call companion set_variable name=hub_message value=hello{extra}
+  curl -X PUT -H 'X-Companion-Client: demo' -d '"hello"' http://127.0.0.1:{port}/api/state/app.demo.message
   .venv/bin/companion-hub get 'hub.adapters.*'{extra}
 
-(CAM 3 to preview, CUT: CAM 3 on program, START the timer, a message on MSG.)
+(CAM 3 to preview, CUT: CAM 3 on program, START the timer, "hello" on MSG: a hub
+client's key, through Companion's custom variable, onto a Companion button.)
 
 {history}
 

@@ -510,6 +510,15 @@ class CompanionAdapter:
                     "reason": detail,
                     "stale_keys": n,
                     "polled_variables": len(self.variable_refs),
+                    **(
+                        {}
+                        if self.variable_refs
+                        else {
+                            "hint": "0 variables configured: list them with "
+                            "--companion-variable or enable Ember+ in Companion "
+                            "(Settings > Protocols > Ember+)"
+                        }
+                    ),
                 },
             )
             self._poll_now.set()  # the fallback starts now
