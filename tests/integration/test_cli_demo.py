@@ -170,5 +170,5 @@ def test_the_demo_runs_in_its_own_data_directory(tmp_path: Path, home: dict[str,
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"Event log: {demo_dir}" in out  # the help says where, and why
-    assert "set_variable name=hub_message value=hello" in out
+    assert "/api/state/app.demo.message" in out  # the export onto the MSG button
     assert "Traceback" not in err

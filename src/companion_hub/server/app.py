@@ -280,6 +280,8 @@ class HubServer:
                     "namespace": cc.namespace,
                     "satellite": f"{cc.transport}://{cc.host}:{cc.port}",
                     "http": f"http://{cc.host}:{cc.http_port}" if cc.http else None,
+                    "ember": f"tcp://{cc.host}:{cc.ember_port}" if cc.ember else None,
+                    "polled_variables": len(cc.variables),
                     "device_id": adapter.device_id,
                 },
             )

@@ -28,6 +28,18 @@ def add_simulate_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ws-port", type=int, default=16623, help="Satellite WebSocket port")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP remote-control port")
     p.add_argument(
+        "--ember-port",
+        type=int,
+        default=9092,
+        help="Ember+ provider port (default 9092, as Companion; 0: a free port)",
+    )
+    p.add_argument(
+        "--no-ember",
+        dest="ember",
+        action="store_false",
+        help="no Ember+ provider (as a Companion with Ember+ disabled, its default)",
+    )
+    p.add_argument(
         "--subscriptions",
         choices=["on", "off"],
         default="on",
@@ -88,6 +100,7 @@ async def _run(args: argparse.Namespace, scenario: Any) -> None:
         satellite_port=args.satellite_port,
         ws_port=args.ws_port,
         http_port=args.http_port,
+        ember_port=args.ember_port if args.ember else None,
         subscriptions=args.subscriptions == "on",
         api_version=args.api_version,
         companion_version=args.companion_version or DEFAULT_COMPANION_VERSION,
@@ -105,6 +118,7 @@ async def _run(args: argparse.Namespace, scenario: Any) -> None:
             "satellite_tcp": f"{args.host}:{sim.satellite_port}",
             "satellite_ws": f"ws://{args.host}:{sim.ws_port}",
             "http": f"http://{args.host}:{sim.http_port}/api",
+            "ember": f"tcp://{args.host}:{sim.ember_port}" if args.ember else None,
         },
     )
     try:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import random
-import socket
 import time
 from collections.abc import Coroutine
 from types import TracebackType
@@ -23,8 +21,8 @@ from aiohttp import web
 
 from companion_hub.adapters.companion.codec import MAX_LINE_CHARS
 
-from ..core.errors import PortInUse
 from .ember import EmberServer
+from .listen import listen_socket as _listen_socket
 from .model import module_status
 from .satellite import (
     SatelliteConnection,
@@ -374,23 +372,3 @@ class CompanionSimulator(CompanionState):
             else:
                 st = module_status("ok")
             self.set_connection_status(conn.id, st["category"], st["level"], st["message"])
-
-
-def _listen_socket(host: str, port: int, setting: str = "port") -> socket.socket:
-    """A bound, listening, non-blocking TCP socket (port 0 picks a free one).
-
-    A port another process listens on raises :class:`PortInUse` naming ``setting``.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(host, port, setting) from None
-        raise
-    return sock

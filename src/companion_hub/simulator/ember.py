@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,7 @@ from companion_hub.adapters.companion.ember.glow import (
     ParameterType,
 )
 
+from .listen import listen_socket
 from .model import UNDEFINED, value_text
 
 if TYPE_CHECKING:
@@ -391,20 +391,6 @@ class EmberSession:
             self.subscriptions.discard(path)
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class EmberServer:
     """The asyncio driver: the listener, one reader and writer per connection, rebuilds."""
 
@@ -437,7 +423,7 @@ class EmberServer:
         log.info("ember+ provider listening", extra={"port": self.port})
 
     async def _listen(self) -> None:
-        sock = _listen_socket(self.host, self.port)
+        sock = listen_socket(self.host, self.port, "--ember-port")
         self._server = await asyncio.start_server(self._on_connection, sock=sock)
         self.port = sock.getsockname()[1]
 

@@ -547,8 +547,20 @@ class CompanionAdapter:
             # it does not list is deleted
             w = self.writer.with_epoch(self.hub.new_epoch())
             self._ember_writer = w
+            skipped = []
             for name, value in ev.values.items():
-                self.writes.write(lay.variable(ev.kind, name), value, w)
+                key = lay.variable(ev.kind, name)
+                if key is None:
+                    skipped.append(name)
+                self.writes.write(key, value, w)
+            if skipped:
+                _throttled.warning(
+                    f"ember-names:{ev.kind}",
+                    "Companion variables whose names cannot be key segments were skipped",
+                    adapter=self.config.name,
+                    variables=ev.kind,
+                    names=skipped[:10],
+                )
             removed = w.sync(f"{lay.variables}.{ev.kind}")
             self._ember_counts[ev.kind] = len(ev.values)
             if ev.kind == "custom":

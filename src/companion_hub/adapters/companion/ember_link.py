@@ -108,6 +108,8 @@ class EmberLink:
                 self.stalls += 1
                 backoff.reset()
                 continue
+            if self.listed:  # a good session ended (Companion restarting): start over
+                backoff.reset()
             delay = backoff.next_delay()
             self.on_state(
                 LinkState.DISCONNECTED,

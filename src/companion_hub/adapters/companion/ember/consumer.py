@@ -70,8 +70,8 @@ Event = VariablesListed | VariableChanged | Stalled | EmberProblem
 
 @dataclass(frozen=True)
 class ConsumerOptions:
-    probe_interval: float = 2.0  # seconds between GetDirectory probes once listed
-    request_timeout: float = 1.5  # no Glow message this long while a request waits: Stalled
+    probe_interval: float = 0.8  # seconds between GetDirectory probes once listed
+    request_timeout: float = 0.7  # no Glow message this long while a request waits: Stalled
     max_variables: int = 10_000  # per kind
     max_value_chars: int = 64 * 1024  # longer values are ignored (a problem)
 
