@@ -131,10 +131,20 @@ async def _sim_main(conn: Any, p: dict[str, Any]) -> None:
         subscriptions=True,
         clock=False,
         connection_status_changes=False,
+        ember_port=0 if p["ember"] else None,  # the Ember+ provider on a free port
     )
     await sim.start()
     try:
-        conn.send(("ready", {"satellite_port": sim.satellite_port, "http_port": sim.http_port}))
+        conn.send(
+            (
+                "ready",
+                {
+                    "satellite_port": sim.satellite_port,
+                    "http_port": sim.http_port,
+                    "ember_port": sim.ember_port,
+                },
+            )
+        )
         while True:
             cmd, *args = await pipe_recv(conn)
             if cmd != "go":
@@ -229,6 +239,7 @@ def _hub_main(spec: dict[str, Any]) -> None:
 
     async def main() -> None:
         probe = LagProbe()
+        ember = spec["mode"] == "ember"
         cfg = CompanionConfig(
             host="127.0.0.1",
             satellite_port=spec["satellite_port"],
@@ -236,16 +247,35 @@ def _hub_main(spec: dict[str, Any]) -> None:
             pages=list(range(1, spec["pages"] + 1)),
             rows=ROWS,
             columns=COLUMNS,
-            variables=[f"custom:{n}" for n in var_names(spec["vars"])],
+            # Ember+ lists every custom variable itself: none listed for HTTP polling
+            variables=[] if ember else [f"custom:{n}" for n in var_names(spec["vars"])],
             poll_interval=spec["poll"],
+            ember=ember,
+            ember_port=spec["ember_port"] if ember else 9092,
         )
         server = HubServer(HubConfig(host="127.0.0.1", port=0), companions=[cfg])
+
+        def ember_stats() -> dict[str, Any] | None:
+            link = getattr(server.adapters[0], "ember", None) if server.adapters else None
+            if link is None:
+                return None
+            consumer = link.consumer
+            return {
+                "connections": link.connections,  # sessions that listed the variables
+                "stalls": link.stalls,  # abandoned by the provider, reconnected
+                "listed": link.listed,
+                "problems": dict(consumer.problems) if consumer is not None else None,
+            }
+
+        def report() -> dict[str, Any]:
+            return {**probe.report(), "ember": ember_stats()}
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, probe.reset)
-        loop.add_signal_handler(signal.SIGUSR2, lambda: _emit(probe.report()))
+        loop.add_signal_handler(signal.SIGUSR2, lambda: _emit(report()))
         await server.start()
         task = loop.create_task(probe.run())
         _emit(
@@ -259,7 +289,7 @@ def _hub_main(spec: dict[str, Any]) -> None:
         try:
             await stop.wait()
         finally:
-            _emit(probe.report())
+            _emit(report())
             task.cancel()
             await server.stop()
 
@@ -303,9 +333,15 @@ class _Btn(msgspec.Struct):
     text: str = ""
 
 
+class _Link(msgspec.Struct):
+    state: str = ""
+    detail: str = ""
+
+
 class _State(msgspec.Struct):
     state: str = ""
     detail: str = ""
+    ember: _Link = msgspec.field(default_factory=_Link)
 
 
 _one = msgspec.json.Decoder(_M).decode
@@ -331,11 +367,16 @@ def _t_of(key: str, raw: msgspec.Raw) -> tuple[str, int] | None:
     return None
 
 
-def sub_worker(conn: Any, url: str, expect_buttons: int, expect_vars: int) -> None:
-    run_loop(_sub_main(conn, url, expect_buttons, expect_vars))
+def sub_worker(
+    conn: Any, url: str, expect_buttons: int, expect_vars: int, ember: bool = False
+) -> None:
+    run_loop(_sub_main(conn, url, expect_buttons, expect_vars, ember))
 
 
-async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) -> None:
+async def _sub_main(
+    conn: Any, url: str, expect_buttons: int, expect_vars: int, ember: bool = False
+) -> None:
+    """``ember``: synced only once the adapter says its Ember+ link is connected."""
     last: dict[str, int] = {}  # key -> send time of the value seen last
     keys_b: set[str] = set()
     keys_v: set[str] = set()
@@ -348,6 +389,7 @@ async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) 
         "v_dups": 0,
         "stale_deltas": 0,
         "adapter_states": [],
+        "ember_state": "",
         "var_bursts": [],  # [first, last] monotonic arrival of each poll's deltas
     }
     hb = Histogram(BTN_RES_US, BTN_MAX_MS)
@@ -358,14 +400,26 @@ async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) 
     def on_value(key: str, raw: msgspec.Raw, now_ns: int, now: float, delta: bool) -> None:
         if key == ADAPTER_KEY:
             s = _adapter(raw)
-            st["adapter_states"].append([round(now, 3), s.state, s.detail])
+            st["adapter_states"].append([round(now, 3), s.state, s.detail, s.ember.state])
+            st["ember_state"] = s.ember.state
+            if (
+                ember
+                and s.ember.state == "connected"
+                and len(keys_v) >= expect_vars
+                and len(keys_b) >= expect_buttons
+            ):
+                synced.set()
             return
         tv = _t_of(key, raw)
         if key.startswith(BTN_PREFIX):
             keys_b.add(key)
         elif key.startswith(VAR_PREFIX):
             keys_v.add(key)
-        if len(keys_b) >= expect_buttons and len(keys_v) >= expect_vars:
+        if (
+            len(keys_b) >= expect_buttons
+            and len(keys_v) >= expect_vars
+            and (not ember or st["ember_state"] == "connected")
+        ):
             synced.set()
         if tv is None:
             return
@@ -424,9 +478,20 @@ async def _sub_main(conn: Any, url: str, expect_buttons: int, expect_vars: int) 
         try:
             await asyncio.wait_for(synced.wait(), 60)
         except TimeoutError:
-            conn.send(("error", f"not synced: {len(keys_b)} buttons, {len(keys_v)} variables"))
+            conn.send(
+                (
+                    "error",
+                    f"not synced: {len(keys_b)} buttons, {len(keys_v)} variables, "
+                    f"Ember+ {st['ember_state'] or '?'}",
+                )
+            )
             return
-        conn.send(("ready", {"buttons": len(keys_b), "vars": len(keys_v)}))
+        conn.send(
+            (
+                "ready",
+                {"buttons": len(keys_b), "vars": len(keys_v), "ember_state": st["ember_state"]},
+            )
+        )
         cmd, _t0, warm_ns = await pipe_recv(conn)
         assert cmd == "go"
         st["warm_ns"] = warm_ns
@@ -529,6 +594,8 @@ def adapter_share(raw: str) -> dict[str, Any]:
             for p, f in zip(paths, frames, strict=True)
         ):
             cats["adapter_http"] += c
+        elif any("adapters/companion/ember" in p for p in paths):
+            cats["adapter_ember"] += c  # ember_link.py and ember/ (consumer, Glow, BER)
         else:
             cats["adapter_satellite"] += c
     adapter = sum(v for k, v in cats.items() if k.startswith("adapter"))
@@ -541,6 +608,7 @@ def adapter_share(raw: str) -> dict[str, Any]:
         "adapter_pct": pct(adapter),
         "adapter_http_pct": pct(cats["adapter_http"]),
         "adapter_satellite_pct": pct(cats["adapter_satellite"]),
+        "adapter_ember_pct": pct(cats["adapter_ember"]),
         "adapter_store_fanout_pct": pct(cats["adapter_store_fanout"]),
         "hub_rest_pct": pct(cats["hub"]),
         "event_loop_c_pct": pct(cats["loop"]),
@@ -563,6 +631,7 @@ def _cpu(pid: int) -> float:
 
 def run_once(
     *,
+    mode: str = "poll",
     duration: float,
     warmup: float,
     poll: float,
@@ -578,20 +647,24 @@ def run_once(
         "var_rate": rate,
         "tick": 0.001,
         "duration": duration,
+        "ember": mode == "ember",
     }
     quiet = wait_quiet(max_wait=10.0)
     t_setup = time.monotonic()
     with workers([(sim_worker, (params,))]) as (sim,):
         tag, ports = sim.recv(60)
         assert tag == "ready", (tag, ports)
-        spec = {**ports, "pages": PAGES, "vars": N_VARS, "poll": poll}
+        spec = {**ports, "pages": PAGES, "vars": N_VARS, "poll": poll, "mode": mode}
+        ember = mode == "ember"
         with (
             CompanionHubProcess(spec) as hub,
-            workers([(sub_worker, (hub.ws_url, PAGES * ROWS * COLUMNS, N_VARS))]) as (sub,),
+            workers([(sub_worker, (hub.ws_url, PAGES * ROWS * COLUMNS, N_VARS, ember))]) as (sub,),
         ):
             tag, info = sub.recv(90)
             if tag != "ready":
                 raise RuntimeError(f"subscriber: {info}")
+            if ember and info["ember_state"] != "connected":
+                raise RuntimeError(f"Ember+ not connected before measuring: {info}")
             setup_s = time.monotonic() - t_setup
             t0 = time.monotonic() + 0.3
             warm_ns = time.time_ns() + int((0.3 + warmup) * 1e9)
@@ -653,7 +726,9 @@ def run_once(
     conv_v = rep["converged_v"]
     starts = rep["var_burst_starts"]
     cycles = [b - a for a, b in itertools.pairwise(starts)]
+    ember_link = lag.pop("ember", None)
     return {
+        "mode": mode,
         "setup_s": round(setup_s, 1),
         "driver": {k: v for k, v in drv.items() if k != "final"},
         "buttons": {
@@ -683,12 +758,17 @@ def run_once(
             "converged_ms": None
             if conv_v is None
             else round(max(0.0, conv_v - drv["t_stop"]) * 1000),
-            "polls_seen": rep["var_polls"],
-            "poll_cycle_ms": round(median(cycles) * 1000) if cycles else None,
-            "poll_burst_ms": median(rep["var_burst_ms"]) if rep["var_burst_ms"] else None,
+            "polls_seen": None if ember else rep["var_polls"],
+            "poll_cycle_ms": round(median(cycles) * 1000) if cycles and not ember else None,
+            "poll_burst_ms": median(rep["var_burst_ms"])
+            if rep["var_burst_ms"] and not ember
+            else None,
         },
         "stale_deltas": rep["stale_deltas"],
         "adapter_states": rep["adapter_states"],
+        # Ember+ state in hub.adapters.companion during the window (all "connected"?)
+        "ember_state_at_end": rep["ember_state"],
+        "ember_link": ember_link,
         "window_s": round(window, 2),
         "hub_cores": round(cpu["hub"] / window, 2),
         "hub_cores_without_client": alone,
@@ -702,36 +782,83 @@ def run_once(
     }
 
 
-def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    runs = []
-    for i in range(args.runs):
-        r = run_once(
-            duration=args.duration,
-            warmup=args.warmup,
-            poll=args.poll,
-            rate=args.rate,
-            profile=not args.no_profile,
-            alone_s=args.alone,
-            keep_profile=args.profile if i == 0 else None,
+def _print_run(i: int, r: dict[str, Any]) -> None:
+    b, v, prof = r["buttons"], r["variables"], r["adapter_profile"]
+    share = f"adapter {prof['adapter_pct']}% of hub samples" if prof else "no profile"
+    if r["mode"] == "ember":
+        link = r["ember_link"] or {}
+        how = (
+            f"Ember+ {r['ember_state_at_end']}, {link.get('connections')} listing(s), "
+            f"{link.get('stalls')} stall(s)"
         )
-        runs.append(r)
-        b, v, prof = r["buttons"], r["variables"], r["adapter_profile"]
-        share = f"adapter {prof['adapter_pct']}% of hub samples" if prof else "no profile"
-        print(
-            f"  run {i + 1}: buttons p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} max "
-            f"{b['max_ms']:.1f} ms ({b['seen_fraction'] * 100:.1f}% seen); variables p50 "
-            f"{v['p50_ms']:.0f} p99 {v['p99_ms']:.0f} ms ({v['seen_fraction'] * 100:.1f}% seen, "
-            f"poll cycle {v['poll_cycle_ms']} ms); hub {r['hub_cores']} cores ({share}), "
-            f"sim {r['sim_cores']}, lag p99 {r['hub_lag']['p99_ms']} ms, other users' cpu "
-            f"{r['cpu']['other_cores']} cores",
-            flush=True,
-        )
+    else:
+        how = f"poll cycle {v['poll_cycle_ms']} ms"
+    print(
+        f"  round {i + 1} {r['mode']:>5}: buttons p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} "
+        f"max {b['max_ms']:.1f} ms ({b['seen_fraction'] * 100:.1f}% seen); variables p50 "
+        f"{v['p50_ms']:.1f} p99 {v['p99_ms']:.1f} max {v['max_ms']:.1f} ms "
+        f"({v['seen_fraction'] * 100:.1f}% seen, {how}); hub {r['hub_cores']} cores ({share}), "
+        f"sim {r['sim_cores']}, lag p99 {r['hub_lag']['p99_ms']} ms, other users' cpu "
+        f"{r['cpu']['other_cores']} cores",
+        flush=True,
+    )
+
+
+def _medians(runs: list[dict[str, Any]], alone: bool) -> dict[str, Any]:
+    """The medians over one mode's runs (the fields of the JSON's ``median``)."""
     profs = [r["adapter_profile"] for r in runs if r["adapter_profile"]]
 
     def med(path: tuple[str, str]) -> float:
         return median(r[path[0]][path[1]] for r in runs)
 
+    def pmed(field: str) -> float | None:
+        return median(p[field] for p in profs) if profs else None
+
+    cycles = [r["variables"]["poll_cycle_ms"] for r in runs if r["variables"]["poll_cycle_ms"]]
     return {
+        "button_p50_ms": med(("buttons", "p50_ms")),
+        "button_p99_ms": med(("buttons", "p99_ms")),
+        "button_max_ms": med(("buttons", "max_ms")),
+        "button_seen_fraction": med(("buttons", "seen_fraction")),
+        "var_p50_ms": med(("variables", "p50_ms")),
+        "var_p99_ms": med(("variables", "p99_ms")),
+        "var_max_ms": med(("variables", "max_ms")),
+        "var_seen_fraction": med(("variables", "seen_fraction")),
+        "var_poll_cycle_ms": median(cycles) if cycles else None,
+        "hub_cores": median(r["hub_cores"] for r in runs),
+        "hub_cores_without_client": median(r["hub_cores_without_client"] for r in runs)
+        if alone
+        else None,
+        "sim_cores": median(r["sim_cores"] for r in runs),
+        "hub_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
+        "adapter_pct": pmed("adapter_pct"),
+        "adapter_http_pct": pmed("adapter_http_pct"),
+        "adapter_satellite_pct": pmed("adapter_satellite_pct"),
+        "adapter_ember_pct": pmed("adapter_ember_pct"),
+        "adapter_store_fanout_pct": pmed("adapter_store_fanout_pct"),
+        "adapter_pct_of_python": pmed("adapter_pct_of_python"),
+        "event_loop_c_pct": pmed("event_loop_c_pct"),
+    }
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    modes = ["poll", "ember"] if args.variables == "both" else [args.variables]
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for i in range(args.runs):
+        for mode in modes:  # alternating: poll, ember, poll, ember, ...
+            r = run_once(
+                mode=mode,
+                duration=args.duration,
+                warmup=args.warmup,
+                poll=args.poll,
+                rate=args.rate,
+                profile=not args.no_profile,
+                alone_s=args.alone,
+                keep_profile=f"{args.profile}.{mode}" if args.profile and i == 0 else None,
+            )
+            runs[mode].append(r)
+            _print_run(i, r)
+    out: dict[str, Any] = {
         "params": {
             "pages": PAGES,
             "rows": ROWS,
@@ -745,45 +872,39 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "without_client_s": args.alone,
             "runs": args.runs,
+            "variables_by": args.variables,
         },
-        "median": {
-            "button_p50_ms": med(("buttons", "p50_ms")),
-            "button_p99_ms": med(("buttons", "p99_ms")),
-            "button_max_ms": med(("buttons", "max_ms")),
-            "button_seen_fraction": med(("buttons", "seen_fraction")),
-            "var_p50_ms": med(("variables", "p50_ms")),
-            "var_p99_ms": med(("variables", "p99_ms")),
-            "var_max_ms": med(("variables", "max_ms")),
-            "var_seen_fraction": med(("variables", "seen_fraction")),
-            "var_poll_cycle_ms": median(
-                r["variables"]["poll_cycle_ms"] for r in runs if r["variables"]["poll_cycle_ms"]
-            )
-            if any(r["variables"]["poll_cycle_ms"] for r in runs)
-            else None,
-            "hub_cores": median(r["hub_cores"] for r in runs),
-            "hub_cores_without_client": median(r["hub_cores_without_client"] for r in runs)
-            if args.alone > 0
-            else None,
-            "sim_cores": median(r["sim_cores"] for r in runs),
-            "hub_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
-            "adapter_pct": median(p["adapter_pct"] for p in profs) if profs else None,
-            "adapter_http_pct": median(p["adapter_http_pct"] for p in profs) if profs else None,
-            "adapter_satellite_pct": median(p["adapter_satellite_pct"] for p in profs)
-            if profs
-            else None,
-            "adapter_store_fanout_pct": median(p["adapter_store_fanout_pct"] for p in profs)
-            if profs
-            else None,
-            "adapter_pct_of_python": median(p["adapter_pct_of_python"] for p in profs)
-            if profs
-            else None,
-            "event_loop_c_pct": median(p["event_loop_c_pct"] for p in profs) if profs else None,
-        },
-        "runs": runs,
     }
+    alone = args.alone > 0
+    if "poll" in runs:
+        # polling keeps the original field names (and rows)
+        out["median"] = _medians(runs["poll"], alone)
+        out["runs"] = runs["poll"]
+    if "ember" in runs:
+        em = _medians(runs["ember"], alone)
+        em["ember_stalls"] = sum((r["ember_link"] or {}).get("stalls", 0) for r in runs["ember"])
+        em["ember_connected_in_every_run"] = all(
+            r["ember_state_at_end"] == "connected" for r in runs["ember"]
+        )
+        out["ember"] = em
+        out["ember_runs"] = runs["ember"]
+    if "poll" in runs and "ember" in runs:
+        pairs = list(zip(runs["poll"], runs["ember"], strict=True))
+        per_round = [
+            round(p["variables"]["p99_ms"] / max(e["variables"]["p99_ms"], 1e-3), 1)
+            for p, e in pairs
+        ]
+        out["ember_vs_poll"] = {
+            # polling p99 / Ember+ p99 (medians over the rounds), and per round
+            "p99_ratio": round(out["median"]["var_p99_ms"] / max(em["var_p99_ms"], 1e-3), 1),
+            "p50_ratio": round(out["median"]["var_p50_ms"] / max(em["var_p50_ms"], 1e-3), 1),
+            "p99_ratio_per_round": per_round,
+            "p99_ratio_min": min(per_round),
+        }
+    return out
 
 
-def rows(r: dict[str, Any]) -> list[list[str]]:
+def _poll_rows(r: dict[str, Any]) -> list[list[str]]:
     p, m = r["params"], r["median"]
     rate = f"{p['button_changes_per_s']:,}"
     if m["adapter_pct"] is not None:
@@ -829,13 +950,61 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _ember_rows(r: dict[str, Any]) -> list[list[str]]:
+    p, e = r["params"], r["ember"]
+    rate = f"{p['variable_changes_per_s']:,}"
+    vs = r.get("ember_vs_poll")
+    ref = (
+        f"x{vs['p99_ratio']:.0f} lower p99 than polling in the same run "
+        f"(rounds x{min(vs['p99_ratio_per_round']):.0f}-x{max(vs['p99_ratio_per_round']):.0f})"
+        if vs
+        else "-"
+    )
+    alone = e.get("hub_cores_without_client")
+    alone_text = f" ({alone:.2f} with no client connected)" if alone is not None else ""
+    share = (
+        f"; py-spy: adapter {e['adapter_pct']:.0f}% of the hub's samples (Ember+ "
+        f"{e['adapter_ember_pct']:.0f}%, Satellite {e['adapter_satellite_pct']:.0f}%, HTTP "
+        f"{e['adapter_http_pct']:.0f}%)"
+        if e.get("adapter_pct") is not None
+        else ""
+    )
+    return [
+        [
+            f"(f) Companion: {rate} variable changes/s ({p['variables']:,} variables) by Ember+ "
+            "-> hub client delta, p99 (p50)",
+            f"{e['var_p99_ms']:.1f} ms ({e['var_p50_ms']:.1f} ms), max {e['var_max_ms']:.0f} ms, "
+            f"{e['var_seen_fraction'] * 100:.0f}% of changes seen; hub "
+            f"{e['hub_cores']:.2f} cores{alone_text}{share}; simulator {e['sim_cores']:.2f}",
+            "-",
+            ref,
+            "-",
+        ],
+    ]
+
+
+def rows(r: dict[str, Any]) -> list[list[str]]:
+    out = _poll_rows(r) if "median" in r else []
+    if "ember" in r:
+        out += _ember_rows(r)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="(f) Companion end-to-end benchmark")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--runs", type=int, default=3, help="rounds (one run per --variables mode each)"
+    )
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of changes per run")
     ap.add_argument("--warmup", type=float, default=2.0, help="first seconds not recorded")
     ap.add_argument("--rate", type=int, default=1000, help="button and variable changes/s each")
     ap.add_argument("--poll", type=float, default=0.2, help="the adapter's poll_interval")
+    ap.add_argument(
+        "--variables",
+        choices=["poll", "ember", "both"],
+        default="both",
+        help="variables by HTTP polling, by Ember+, or both (alternating runs)",
+    )
     ap.add_argument(
         "--alone", type=float, default=4.0, help="seconds of changes with no hub client (0: none)"
     )
@@ -843,10 +1012,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--profile",
         metavar="FILE",
-        help="keep the first run's py-spy output (and its top functions)",
+        help="keep the first round's py-spy output (FILE.poll, FILE.ember) and top functions",
     )
     args = ap.parse_args(argv)
-    watchdog(115 if args.runs <= 3 and args.duration <= 10 else args.runs * (args.duration + 40))
+    n_modes = 2 if args.variables == "both" else 1
+    watchdog(max(115, args.runs * n_modes * (args.duration + args.alone + 30)))
     result = _bench(args)
     save(NAME, result)
     for row in rows(result):

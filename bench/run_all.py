@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.run_all --table    # only regenerate the table from results/
 
 Bounded: each benchmark has its own time limit (and a watchdog inside); the whole
-run takes about 15-21 minutes depending on how busy the machine is (mqtt ~6).
+run takes about 16-23 minutes depending on how busy the machine is (mqtt ~6,
+companion ~2-3).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ BENCHES = {
     "fanout": (fanout, 420),
     "latency": (latency, 300),
     "memory": (memory, 200),
-    "companion": (companion, 150),
+    "companion": (companion, 330),  # polling and Ember+ runs, alternating
     "eventlog": (eventlog, 270),
     "mqtt": (mqtt, 480),
 }
