@@ -169,33 +169,24 @@ class CompanionAdapter:
         hub.router.set_owner(self.config.namespace, self)
         self._publish_state()
         timing = self.config.timing
-        # the links handle the failures they expect (reconnecting with their own
-        # back-off); the supervisor restarts them after anything else
-        self.supervisor.spawn(
-            f"companion-satellite:{self.config.name}",
-            self.satellite.run,
-            on_crash=self._satellite_crashed,
-            backoff=Backoff(timing.backoff_base, timing.backoff_max),
-            stable_after=timing.stable_after,
-        )
+
+        def spawn(link: str, run: Any, on_crash: Any, base: float = timing.backoff_base) -> None:
+            # the links handle the failures they expect (reconnecting with their own
+            # back-off); the supervisor restarts them after anything else
+            self.supervisor.spawn(
+                f"companion-{link}:{self.config.name}",
+                run,
+                on_crash=on_crash,
+                backoff=Backoff(base, timing.backoff_max),
+                stable_after=timing.stable_after,
+            )
+
+        spawn("satellite", self.satellite.run, self._satellite_crashed)
         if self.http is not None:
-            self.supervisor.spawn(
-                f"companion-http:{self.config.name}",
-                self._poll_loop,
-                on_crash=self._http_crashed,
-                backoff=Backoff(
-                    max(timing.backoff_base, self.config.poll_interval), timing.backoff_max
-                ),
-                stable_after=timing.stable_after,
-            )
+            base = max(timing.backoff_base, self.config.poll_interval)
+            spawn("http", self._poll_loop, self._http_crashed, base)
         if self.ember is not None:
-            self.supervisor.spawn(
-                f"companion-ember:{self.config.name}",
-                self.ember.run,
-                on_crash=self._ember_crashed,
-                backoff=Backoff(timing.backoff_base, timing.backoff_max),
-                stable_after=timing.stable_after,
-            )
+            spawn("ember", self.ember.run, self._ember_crashed)
         if self.export is not None:
             self.export.start()
             self.supervisor.spawn(f"companion-export:{self.config.name}", self.export.run)
