@@ -79,9 +79,11 @@ class HubProcess:
         cpus: set[int] | None = None,
         data_dir: str | None = None,
         auth_read: list[str] | None = None,
+        flush_delay_ms: float | None = None,
     ) -> None:
         self.cpus = HUB_CPUS if cpus is None else cpus
         self.data_dir = data_dir
+        self.flush_delay_ms = flush_delay_ms  # None: the hub's default
         # auth_read: run with tokens; every client uses one fleet token whose role
         # reads these patterns (the token goes to the client processes through the
         # BENCH_HUB_TOKEN environment variable, see hub_token())
@@ -112,6 +114,11 @@ class HubProcess:
                 "--port",
                 "0",
                 *(["--data-dir", self.data_dir] if self.data_dir else []),
+                *(
+                    ["--flush-delay-ms", str(self.flush_delay_ms)]
+                    if self.flush_delay_ms is not None
+                    else []
+                ),
                 *auth,
             ],
             timeout,

@@ -142,12 +142,14 @@ async def main(
     data_dir: str | None = None,
     tokens: str | None = None,
     role_read: list[str] | None = None,
+    flush_delay_ms: float | None = None,
 ) -> None:
     # with tokens: every client is the fleet token's "bench" role, reading role_read
     roles = {"bench": Role("bench", read=tuple(role_read or ["**"]))} if tokens else {}
-    server = HubServer(
-        HubConfig(host=host, port=port, data_dir=data_dir, tokens_file=tokens, roles=roles)
-    )
+    cfg = HubConfig(host=host, port=port, data_dir=data_dir, tokens_file=tokens, roles=roles)
+    if flush_delay_ms is not None:
+        cfg.flush_delay_ms = flush_delay_ms
+    server = HubServer(cfg)
     probe = LagProbe(server.hub)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,9 +183,12 @@ def cli() -> None:
     ap.add_argument("--data-dir", help="run the hub with its event log in DIR")
     ap.add_argument("--tokens", help="require tokens (this token file)")
     ap.add_argument("--role-read", action="append", help="the bench role's read patterns")
+    ap.add_argument("--flush-delay-ms", type=float, help="HubConfig.flush_delay_ms")
     args = ap.parse_args()
     setup_logging(args.log_level, "json")
-    coro = main(args.host, args.port, args.data_dir, args.tokens, args.role_read)
+    coro = main(
+        args.host, args.port, args.data_dir, args.tokens, args.role_read, args.flush_delay_ms
+    )
     try:
         import uvloop
     except ImportError:

@@ -44,10 +44,11 @@ def run_once(
     rate: int,
     warmup: float,
     profile: str | None = None,
+    flush_delay_ms: float | None = None,
 ) -> dict[str, Any]:
     params = {"duration": duration, "rate": rate, "tick": 0.001}
     quiet = wait_quiet()
-    with HubProcess() as hub:
+    with HubProcess(flush_delay_ms=flush_delay_ms) as hub:
         per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)]
         specs = []
         first = 0
@@ -101,6 +102,8 @@ def run_once(
         "version_violations": sum(s["violations"] for s in all_subs),
         "hub_lag": lag,
         "hub_cpu_util": round(hub_cpu / (duration - warmup), 2),
+        # the hub's CPU per delivered delta (the window's CPU over its samples)
+        "cpu_s_per_million_deltas": round(hub_cpu / hist.count * 1e6, 2) if hist.count else None,
         "cpu": noise,
         "quiet_gate": quiet,
         "profile_top": prof_top,
@@ -148,6 +151,60 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _compare_flush(args: argparse.Namespace, delays: list[float]) -> dict[str, Any]:
+    """(c) at each flush delay, round by round (delays interleaved), and the hub's CPU
+    per delivered delta against no delay in the same rounds."""
+    runs: dict[float, list[dict[str, Any]]] = {d: [] for d in delays}
+    for i in range(args.runs):
+        for d in delays:
+            r = run_once(
+                subs=args.subs,
+                procs=args.procs,
+                keys=args.keys,
+                duration=args.duration,
+                rate=args.rate,
+                warmup=args.warmup,
+                flush_delay_ms=d,
+            )
+            runs[d].append(r)
+            print(
+                f"  round {i + 1}, flush delay {d:g} ms: p50 {r['p50_ms']:.2f} ms, p99 "
+                f"{r['p99_ms']:.2f} ms, hub cpu {r['hub_cpu_util']} cores, "
+                f"{r['cpu_s_per_million_deltas']} CPU-s per million deltas, "
+                f"{r['delivered_fraction'] * 100:.1f}% delivered, other users' cpu "
+                f"{r['cpu']['other_cores']} cores",
+                flush=True,
+            )
+    base = delays[0]
+    out: dict[str, Any] = {"params": {"rate": args.rate, "subscribers": args.subs}, "delays": {}}
+    print(f"\n| flush delay | p50 | p99 | hub cores | CPU-s per million deltas | vs {base:g} ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for d in delays:
+        rs = runs[d]
+        per_round = [
+            r["cpu_s_per_million_deltas"] / b["cpu_s_per_million_deltas"]
+            for r, b in zip(rs, runs[base], strict=True)
+            if r["cpu_s_per_million_deltas"] and b["cpu_s_per_million_deltas"]
+        ]
+        row = {
+            "p50_ms": median(r["p50_ms"] for r in rs),
+            "p99_ms": median(r["p99_ms"] for r in rs),
+            "hub_cpu_util": median(r["hub_cpu_util"] for r in rs),
+            "cpu_s_per_million_deltas": median(r["cpu_s_per_million_deltas"] for r in rs),
+            "ratio_vs_base": round(median(per_round), 3) if per_round else None,
+            "ratio_per_round": [round(x, 3) for x in per_round],
+            "delivered_fraction": median(r["delivered_fraction"] for r in rs),
+        }
+        out["delays"][f"{d:g}"] = row
+        print(
+            f"| {d:g} ms | {row['p50_ms']:.2f} ms | {row['p99_ms']:.2f} ms | "
+            f"{row['hub_cpu_util']} | {row['cpu_s_per_million_deltas']} | "
+            f"x{row['ratio_vs_base']} |"
+        )
+    out["runs"] = {f"{d:g}": rs for d, rs in runs.items()}
+    return out
+
+
 def rows(r: dict[str, Any]) -> list[list[str]]:
     p = r["params"]
     ok = r["median_p99_ms"] <= FLOOR_P99_MS
@@ -174,7 +231,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--profile", metavar="FILE", help="py-spy record the hub (first run)")
+    ap.add_argument(
+        "--flush-delays",
+        metavar="MS,MS,...",
+        help="compare flush delays in the same run (rounds interleaved), e.g. 0,1,2; "
+        "results in results/latency_flush.json",
+    )
     args = ap.parse_args(argv)
+    if args.flush_delays:
+        delays = [float(x) for x in args.flush_delays.split(",")]
+        watchdog(args.runs * len(delays) * (args.duration + 120) + 60)
+        cmp = _compare_flush(args, delays)
+        save(NAME + "_flush", cmp)
+        return cmp
     watchdog(args.runs * (args.duration + 120) + 60)
     result = _bench(args)
     save(NAME, result)

@@ -301,6 +301,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     request_header_timeout: float = 10.0
     # hub.clients.<name> of a client that left and owns no keys goes after this
     client_record_ttl: float = 3600.0
+    # a connection's writer woken from idle waits this long (ms) so that changes that
+    # arrive together leave in one frame; 0 = at once (at most 10)
+    flush_delay_ms: float = 3.0
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     companion: list[CompanionFile] = msgspec.field(default_factory=list)
@@ -343,6 +346,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             max_connections_per_address=self.max_connections_per_address,
             request_header_timeout=self.request_header_timeout,
             client_record_ttl=self.client_record_ttl,
+            flush_delay_ms=self.flush_delay_ms,
             limits=Limits(**msgspec.structs.asdict(self.limits)),
             grants=self.grants,
             data_dir=self.resolved_data_dir(),
@@ -481,6 +485,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"heartbeat_ms {s.heartbeat_ms}: must be at least 50")
     if s.max_connections < 1 or s.max_connections_per_address < 1:
         raise ConfigError("max_connections and max_connections_per_address: must be at least 1")
+    if not 0 <= s.flush_delay_ms <= 10:
+        raise ConfigError(f"flush_delay_ms {s.flush_delay_ms}: 0-10 ms")
     if s.client_record_ttl < 0:
         raise ConfigError(f"client_record_ttl {s.client_record_ttl}: must be >= 0 seconds")
     if not 0.5 <= s.request_header_timeout <= 3600:

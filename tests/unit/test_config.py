@@ -148,3 +148,10 @@ def test_companion_variable_flags_add_to_the_file_and_ember_can_be_turned_off(
     assert c.ember is False and c.ember_port == 9993
     default = load_settings(env={}, overrides={"companion_host": "h"}).companion[0]
     assert default.adapter_config().ember is True and default.ember_port == 9092
+
+
+def test_flush_delay_is_bounded() -> None:
+    assert load_settings(env={}).hub_config().flush_delay_ms == 3.0
+    assert load_settings(env={}, overrides={"flush_delay_ms": 0}).hub_config().flush_delay_ms == 0
+    with pytest.raises(ConfigError, match="flush_delay_ms"):
+        load_settings(env={}, overrides={"flush_delay_ms": 50})

@@ -148,6 +148,7 @@ class Connection:
         s = self.session
         ws = self.ws
         wake = self._wake
+        flush_delay = max(0.0, self.hub.config.flush_delay_ms) / 1000
         try:
             while True:
                 for ping in s.pings():
@@ -162,6 +163,10 @@ class Connection:
                     wake.clear()
                     if s.close_request is None:
                         await wake.wait()
+                        if flush_delay and s.close_request is None and not s.queue.control_bytes:
+                            # woken from idle by changes (a reply goes at once): let the
+                            # changes that arrive together leave in one frame
+                            await asyncio.sleep(flush_delay)
                     continue
                 await ws.send_frame(frame, WSMsgType.TEXT)
                 window_ping = s.frame_sent(len(frame), now_ms())
