@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.run_all --table    # only regenerate the table from results/
 
 Bounded: each benchmark has its own time limit (and a watchdog inside); the whole
-run takes about 16-23 minutes depending on how busy the machine is (mqtt ~6,
-companion ~2-3).
+run takes about 19-26 minutes depending on how busy the machine is (mqtt ~6,
+companion ~2-3, mosquitto ~2.5).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from . import companion, eventlog, fanout, latency, memory, mqtt, snapshot
+from . import companion, eventlog, fanout, latency, memory, mosquitto, mqtt, snapshot
 from .common import RESULTS, ROOT, table_row
 
 BENCHES = {
@@ -29,6 +29,7 @@ BENCHES = {
     "companion": (companion, 330),  # polling and Ember+ runs, alternating
     "eventlog": (eventlog, 270),
     "mqtt": (mqtt, 480),
+    "mosquitto": (mosquitto, 600),  # (b) with the log vs Mosquitto, same run (~2.5 min)
 }
 README = ROOT / "bench" / "README.md"
 START = "<!-- results:start -->"
