@@ -48,6 +48,11 @@ log = logging.getLogger("companion_hub.hub")
 HUB_NAMESPACE = "hub"
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -157,6 +162,7 @@ class Hub:
             record=self._record_auth,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._flush_tick: asyncio.Future[None] | None = None
         self.supervisor = Supervisor("hub")
         self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._epochs = itertools.count(1)
@@ -523,6 +529,16 @@ class Hub:
             cmd.timer = asyncio.get_running_loop().call_later(delay, self.router.expire, cmd.hid)
 
     # --- background work --------------------------------------------------------------
+
+    def flush_tick(self) -> asyncio.Future[None]:
+        """A future done at the next flush tick (``flush_delay_ms`` from the first call
+        that found none pending): the connections woken from idle share one timer."""
+        tick = self._flush_tick
+        if tick is None or tick.done():
+            loop = asyncio.get_running_loop()
+            tick = self._flush_tick = loop.create_future()
+            loop.call_later(self.config.flush_delay_ms / 1000, _resolve, tick)
+        return tick
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task until it ends; cancelled on shutdown."""

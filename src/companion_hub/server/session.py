@@ -166,7 +166,7 @@ class Connection:
                         if flush_delay and s.close_request is None and not s.queue.control_bytes:
                             # woken from idle by changes (a reply goes at once): let the
                             # changes that arrive together leave in one frame
-                            await asyncio.sleep(flush_delay)
+                            await asyncio.shield(self.hub.flush_tick())
                     continue
                 await ws.send_frame(frame, WSMsgType.TEXT)
                 window_ping = s.frame_sent(len(frame), now_ms())
