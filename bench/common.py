@@ -492,6 +492,13 @@ def table_row(cells: Iterable[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A Markdown table: the header, the separator, a line per row."""
+    return "\n".join(
+        [table_row(header), table_row(["---"] * len(header)), *(table_row(r) for r in rows)]
+    )
+
+
 def watchdog(seconds: float) -> None:
     """End this process (and so, through ``finally`` blocks, its children) after ``seconds``."""
 

@@ -52,6 +52,7 @@ from .common import (
     HUB_CPUS,
     ROOT,
     CpuMeter,
+    markdown_table,
     median,
     pipe_recv,
     run_loop,
@@ -681,21 +682,15 @@ def detail_rows(r: dict[str, Any]) -> list[list[str]]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(
-        table_row(
-            [
-                "same run, medians",
-                "accepted writes/s / messages/s",
-                "delivered while writing (sum over 100 subscribers)",
-                "last ack -> every subscriber converged",
-                "cores (server / clients)",
-                "hub / Mosquitto",
-            ]
-        )
-    )
-    print(table_row(["---"] * 6))
-    for row in detail_rows(r):
-        print(table_row(row))
+    header = [
+        "same run, medians",
+        "accepted writes/s / messages/s",
+        "delivered while writing (sum over 100 subscribers)",
+        "last ack -> every subscriber converged",
+        "cores (server / clients)",
+        "hub / Mosquitto",
+    ]
+    print(markdown_table(header, detail_rows(r)))
 
 
 def rows(r: dict[str, Any]) -> list[list[str]]:

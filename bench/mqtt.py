@@ -51,12 +51,12 @@ from .common import (
     HubProcess,
     cam_value,
     hub_token,
+    markdown_table,
     median,
     pipe_recv,
     preload,
     run_loop,
     save,
-    table_row,
     wait_quiet,
     watchdog,
     workers,
@@ -1206,19 +1206,13 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(
-        table_row(
-            [
-                "MQTT bridge",
-                "companion-hub -> bridge -> Mosquitto",
-                "reference: publisher -> Mosquitto",
-                "ratio",
-            ]
-        )
-    )
-    print(table_row(["---"] * 4))
-    for row in detail_rows(r):
-        print(table_row(row))
+    header = [
+        "MQTT bridge",
+        "companion-hub -> bridge -> Mosquitto",
+        "reference: publisher -> Mosquitto",
+        "ratio",
+    ]
+    print(markdown_table(header, detail_rows(r)))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
