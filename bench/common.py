@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import platform
 import queue
+import shutil
 import signal
 import statistics
 import subprocess
@@ -72,7 +73,10 @@ def hub_token() -> str | None:
 
 class HubProcess:
     """``bench.hub_proc`` in a subprocess; ``with HubProcess() as hub: hub.url``.
-    ``data_dir``: run the hub with its event log there (``--data-dir``)."""
+
+    As ``companion-hub serve`` runs it by default: with its event log, in ``data_dir``
+    (``--data-dir``; a fresh temporary directory, removed at stop, when not given).
+    ``log=False``: without the event log (the hub keeps its state in memory only)."""
 
     def __init__(
         self,
@@ -80,9 +84,16 @@ class HubProcess:
         data_dir: str | None = None,
         auth_read: list[str] | None = None,
         flush_delay_ms: float | None = None,
+        log: bool = True,
+        log_settings: list[str] | None = None,
+        memory_profile: str | None = None,
     ) -> None:
         self.cpus = HUB_CPUS if cpus is None else cpus
+        self.log = log or data_dir is not None
         self.data_dir = data_dir
+        self._own_data_dir: str | None = None
+        self.log_settings = log_settings or []  # "NAME=VALUE": [log] settings
+        self.memory_profile = memory_profile  # "stats"/"trace": see bench.memprofile
         self.flush_delay_ms = flush_delay_ms  # None: the hub's default
         # auth_read: run with tokens; every client uses one fleet token whose role
         # reads these patterns (the token goes to the client processes through the
@@ -107,6 +118,8 @@ class HubProcess:
             auth = ["--tokens", path, *(a for p in self.auth_read for a in ("--role-read", p))]
         else:
             os.environ.pop(TOKEN_ENV, None)
+        if self.log and self.data_dir is None:
+            self.data_dir = self._own_data_dir = tempfile.mkdtemp(prefix="bench-hub-data-")
         self._launch(
             [
                 "-m",
@@ -120,6 +133,8 @@ class HubProcess:
                     else []
                 ),
                 *auth,
+                *(a for item in self.log_settings for a in ("--log-setting", item)),
+                *(["--memory-profile", self.memory_profile] if self.memory_profile else []),
             ],
             timeout,
         )
@@ -197,6 +212,9 @@ class HubProcess:
         self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+        if self._own_data_dir is not None:
+            shutil.rmtree(self._own_data_dir, ignore_errors=True)
+            self.data_dir = self._own_data_dir = None
 
     def __enter__(self) -> HubProcess:
         return self.start()

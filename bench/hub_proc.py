@@ -61,6 +61,7 @@ class LagProbe:
         self.since = time.monotonic()
         self.pending_max = 0
         self.log_base: dict[str, float] = {}
+        self.memory_profile: str | None = None  # "stats"/"trace": bench.memprofile's report
         self.reset()
 
     def _log_counters(self) -> dict[str, float]:
@@ -74,6 +75,9 @@ class LagProbe:
             "written": st.written,
             "batches": st.batches,
             "write_seconds": st.write_seconds,
+            "index_seconds": st.index_seconds,
+            "snapshots": st.snapshots,
+            "snapshot_seconds": st.snapshot_seconds,
             "errors": st.errors,
         }
 
@@ -122,6 +126,10 @@ class LagProbe:
         log = self.log_report()
         if log is not None:
             out["log"] = log
+        if self.memory_profile:
+            from . import memprofile
+
+            out["memory"] = memprofile.report()
         return out
 
     async def run(self) -> None:
@@ -143,14 +151,21 @@ async def main(
     tokens: str | None = None,
     role_read: list[str] | None = None,
     flush_delay_ms: float | None = None,
+    log_settings: list[str] | None = None,
+    memory_profile: str | None = None,
 ) -> None:
     # with tokens: every client is the fleet token's "bench" role, reading role_read
     roles = {"bench": Role("bench", read=tuple(role_read or ["**"]))} if tokens else {}
     cfg = HubConfig(host=host, port=port, data_dir=data_dir, tokens_file=tokens, roles=roles)
     if flush_delay_ms is not None:
         cfg.flush_delay_ms = flush_delay_ms
+    for item in log_settings or []:  # "snapshot_every=1000000": HubConfig.log_<NAME>
+        name, _, value = item.partition("=")
+        attr = "log_" + name
+        setattr(cfg, attr, type(getattr(cfg, attr))(value))
     server = HubServer(cfg)
     probe = LagProbe(server.hub)
+    probe.memory_profile = memory_profile
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -184,11 +199,28 @@ def cli() -> None:
     ap.add_argument("--tokens", help="require tokens (this token file)")
     ap.add_argument("--role-read", action="append", help="the bench role's read patterns")
     ap.add_argument("--flush-delay-ms", type=float, help="HubConfig.flush_delay_ms")
+    ap.add_argument("--log-setting", action="append", metavar="NAME=VALUE", help="a [log] setting")
+    ap.add_argument(
+        "--memory-profile",
+        choices=["stats", "trace"],
+        help="add bench.memprofile's breakdown to the lag report (trace: with tracemalloc)",
+    )
     args = ap.parse_args()
     setup_logging(args.log_level, "json")
     coro = main(
-        args.host, args.port, args.data_dir, args.tokens, args.role_read, args.flush_delay_ms
+        args.host,
+        args.port,
+        args.data_dir,
+        args.tokens,
+        args.role_read,
+        args.flush_delay_ms,
+        args.log_setting,
+        args.memory_profile,
     )
+    if args.memory_profile == "trace":
+        from . import memprofile
+
+        memprofile.start()
     try:
         import uvloop
     except ImportError:

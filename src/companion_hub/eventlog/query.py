@@ -31,7 +31,13 @@ import msgspec
 
 from ..core.errors import CompanionHubError, HubError
 from ..core.keys import Pattern, literal_prefix, match, parse_pattern
-from .store import SnapshotImage, default_data_dir
+from .store import (
+    SnapshotError,
+    SnapshotImage,
+    default_data_dir,
+    read_snapshot,
+    snapshot_entries,
+)
 
 __all__ = [
     "DB_FILE",
@@ -80,7 +86,6 @@ MAX_INT = 2**63 - 1
 MIN_TIME_MS = -62_135_596_800_000
 MAX_TIME_MS = 253_402_300_799_999
 _CHANGE_COLS = "rev, key, version, deleted, value, owner, stale, ts, actor"
-_snap_dec = msgspec.json.Decoder(SnapshotImage)
 
 
 class LogError(CompanionHubError):
@@ -706,14 +711,23 @@ def _stale_flags(conn: sqlite3.Connection, revs: Sequence[int]) -> dict[int, boo
 
 
 def _snapshot(conn: sqlite3.Connection, rev: int) -> SnapshotImage:
-    (data,) = conn.execute("SELECT data FROM snapshots WHERE rev = ?", (rev,)).fetchone()
-    return _snap_dec.decode(_blob(data) or b"null")
+    image = read_snapshot(conn, rev)
+    if image is None:
+        raise LogError(f"no snapshot at rev {rev}")
+    return image
 
 
 def _snapshot_entries(
     conn: sqlite3.Connection, image: SnapshotImage, patterns: Sequence[Pattern], oldest: int
 ) -> dict[str, StateEntry]:
-    chosen = [e for e in image.entries if not patterns or any(match(p, e.key) for p in patterns)]
+    try:
+        chosen = [
+            e
+            for e in snapshot_entries(conn, image)
+            if not patterns or any(match(p, e.key) for p in patterns)
+        ]
+    except SnapshotError as exc:
+        raise LogError(str(exc)) from None
     flags = _stale_flags(conn, [e.rev for e in chosen if e.rev > oldest])
     return {
         e.key: StateEntry(e.key, bytes(e.value), e.version, e.rev, e.owner, flags.get(e.rev), e.ts)

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..core.store import Change, Entry, Store
-from .store import ChangeRow, EventLog
+from .store import EventLog, snapshot_entries
 
 log = logging.getLogger("companion_hub.eventlog")
 
@@ -63,7 +63,7 @@ def recover(event_log: EventLog, store: Store, history_limit: int, crash_gap: in
     if image is not None:
         base = image.rev
         tombstones.update(image.tombstones)
-        for se in image.entries:
+        for se in snapshot_entries(event_log.db, image):
             state[se.key] = Entry(
                 se.key,
                 bytes(se.value),
@@ -150,25 +150,22 @@ class Recorder:
     # --- changes ------------------------------------------------------------------------
 
     def on_change(self, change: Change) -> None:
-        e = change.entry
-        row: ChangeRow
-        if e is None:
-            row = (
-                change.rev,
-                change.key,
-                change.version,
-                1,
-                None,
-                change.owner,
-                0,
-                int(time.time() * 1000),
-                change.actor,
+        if change.entry is None:
+            self.log.append_change(
+                (
+                    change.rev,
+                    change.key,
+                    change.version,
+                    1,
+                    None,
+                    change.owner,
+                    0,
+                    int(time.time() * 1000),
+                    change.actor,
+                )
             )
-        else:
-            # the stale column holds when it went stale (0: fresh; see eventlog.store)
-            stale = (e.stale_since or 1) if e.stale else 0
-            row = (e.rev, e.key, e.version, 0, e.raw, e.owner, stale, e.ts, change.actor)
-        self.log.append_change(row)
+        else:  # the writer thread makes the row from the (immutable) entry
+            self.log.append_committed(change)
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every and not self._snapshot_scheduled:
             self._snapshot_scheduled = True

@@ -16,8 +16,13 @@ Layout (one SQLite database in WAL mode, ``<data dir>/hub.sqlite3``):
   ``index_batch`` rows) are found by scanning them by revision.
 - ``records(id, rev, ts, type, client, key, data)``: events, commands with their
   outcome, session events; ``rev`` is the hub's revision when it happened.
-- ``snapshots(rev PRIMARY KEY, ts, data)``: compact images of the whole state (entries
-  and tombstone versions) so that start-up replays only the changes after the last one.
+- ``snapshots(rev PRIMARY KEY, ts, data)`` and ``snapshot_parts(rev, seq, data)``:
+  compact images of the whole state, so that start-up replays only the changes after
+  the last one. ``data`` is the image's head (its revision, the tombstone versions and
+  how many parts follow); the entries are in ``snapshot_parts``, 5,000 to a row, each
+  encoded, written and dropped in turn, so that writing a snapshot of a million keys
+  never holds its whole JSON (~110 MB) in memory (schema 2 kept the entries inline in
+  ``data``: still read).
 - ``namespaces(name PRIMARY KEY, owner)``.
 
 The event loop only appends tuples to a thread-safe deque. A writer thread takes them
@@ -49,9 +54,13 @@ from typing import Any
 
 import msgspec
 
+from ..core.store import Change
+
 log = logging.getLogger("companion_hub.eventlog")
 
-SCHEMA = 2  # 2: key_revs filled in batches replaces the per-row index changes_key
+# 2: key_revs filled in batches replaces the per-row index changes_key
+# 3: snapshot entries in snapshot_parts rather than in one blob
+SCHEMA = 3
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
@@ -82,6 +91,12 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_rev ON records (rev);
 CREATE TABLE IF NOT EXISTS snapshots (rev INTEGER PRIMARY KEY, ts INTEGER NOT NULL, data BLOB);
+CREATE TABLE IF NOT EXISTS snapshot_parts (
+    rev INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (rev, seq)
+);
 CREATE TABLE IF NOT EXISTS namespaces (name TEXT PRIMARY KEY, owner TEXT NOT NULL);
 """
 
@@ -102,14 +117,25 @@ class SnapshotEntry(msgspec.Struct, array_like=True):
     stale_since: int = 0  # likewise
 
 
-class SnapshotImage(msgspec.Struct):
+class SnapshotImage(msgspec.Struct, omit_defaults=True):
+    """A snapshot's head (the ``data`` of its ``snapshots`` row). ``parts``: how many
+    rows of entries follow in ``snapshot_parts``; a schema 2 snapshot has its
+    ``entries`` here instead. Read the entries with :func:`snapshot_entries`."""
+
     rev: int
-    entries: list[SnapshotEntry]
     tombstones: dict[str, int]
+    parts: int = 0
+    entries: list[SnapshotEntry] = msgspec.field(default_factory=list)
 
 
 _snap_enc = msgspec.json.Encoder()
 _snap_dec = msgspec.json.Decoder(SnapshotImage)
+_part_dec = msgspec.json.Decoder(list[SnapshotEntry])
+SNAPSHOT_PART = 5_000  # entries per snapshot_parts row
+
+
+class SnapshotError(Exception):
+    """A snapshot's parts are not all there (the database was damaged)."""
 
 
 def default_data_dir() -> Path:
@@ -135,6 +161,8 @@ class LogSettings:
     retention_days: float = 30.0  # and nothing older than this (snapshots keep the state)
     index_batch: int = 50_000  # changes indexed by key together (see key_revs)
     index_idle: float = 2.0  # seconds without new rows before a smaller tail is indexed
+    snapshot_part: int = SNAPSHOT_PART  # snapshot entries per snapshot_parts row
+    snapshot_step: int = 1  # parts per transaction (between batches of changes)
 
 
 @dataclass
@@ -150,6 +178,8 @@ class LogStats:
     compactions: int = 0
     indexed_rev: int = 0
     index_seconds: float = 0.0
+    snapshots: int = 0
+    snapshot_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -182,10 +212,11 @@ class EventLog:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
         self.db = connect(settings.path)
-        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        # (kind, row) tuples, or a Change (append_committed)
+        self._queue: collections.deque[tuple[str, Any] | Change] = collections.deque()
         # the writer thread's batch: taken from the queue, not committed yet; only the
         # writer thread touches it, the loop reads ``_in_flight`` (its length)
-        self._batch: list[tuple[str, Any]] = []
+        self._batch: list[tuple[str, Any] | Change] = []
         self._in_flight = 0
         self._chunk = _MAX_BATCH  # rows per transaction now (smaller after a failure)
         self._wake = threading.Event()
@@ -210,6 +241,7 @@ class EventLog:
         self._logged: dict[str, float] = {}  # error -> when it was last logged
         self.stats.indexed_rev = self.indexed_rev = int(self.meta("indexed_rev") or 0)
         self._index_after = 0.0  # monotonic: no indexing before (after a failure)
+        self._snap: SnapshotWriter | None = None  # a snapshot being written (writer thread)
 
     # --- meta ---------------------------------------------------------------------------
 
@@ -239,6 +271,17 @@ class EventLog:
 
     def append_change(self, row: ChangeRow) -> None:
         self._queue.append(("c", row))
+        self.stats.appended += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def append_committed(self, change: Change) -> None:
+        """Queue a committed change that left an entry (not a delete): the queue keeps
+        the Change itself, and the writer thread makes the row from its immutable
+        entry. A row built here would cost the loop two tuples per change, and the
+        queue ~100 more bytes per waiting change (it can hold 100,000 during a bulk
+        load, and the memory it took stays with the process)."""
+        self._queue.append(change)
         self.stats.appended += 1
         if not self._wake.is_set():
             self._wake.set()
@@ -338,14 +381,21 @@ class EventLog:
         while True:
             if not batch:
                 if not queue:
-                    return True
+                    if self._snap is None:
+                        return True
+                    self._snapshot_step()  # nothing else to write: the next step
+                    continue
                 n = min(len(queue), _MAX_BATCH)
                 self._in_flight = n  # before taking them: `pending` never reads low
                 popleft = queue.popleft
                 batch.extend([popleft() for _ in range(n)])
                 self.stats.max_pending_seen = max(self.stats.max_pending_seen, n + len(queue))
-            if batch[0][0] == "s":
-                self._write_snapshot(batch[0][1])
+            first = batch[0]
+            if type(first) is tuple and first[0] == "s":
+                while self._snap is not None:  # one at a time (two only at a close)
+                    self._snapshot_step()
+                rev, entries, tombstones = first[1]
+                self._snap = SnapshotWriter(rev, entries, tombstones, self.settings.snapshot_part)
                 del batch[0]
                 self._in_flight -= 1
                 continue
@@ -364,23 +414,39 @@ class EventLog:
             self._in_flight -= n  # after durable_rev: the two never disagree for long
             self._succeeded()
             self.flushed.set()
+            if self._snap is not None:
+                # a snapshot is written in steps between batches of changes, so that
+                # the queue (and the memory it holds) does not grow behind it
+                self._snapshot_step()
 
-    def _commit(self, batch: list[tuple[str, Any]], limit: int) -> tuple[int, int]:
+    def _commit(self, batch: list[tuple[str, Any] | Change], limit: int) -> tuple[int, int]:
         """One transaction: the rows at the front of ``batch``, at most ``limit`` and up
         to the first snapshot. Returns (rows committed, the last change's rev or 0)."""
         changes: list[ChangeRow] = []
         records: list[RecordRow] = []
         namespaces: list[tuple[str, str]] = []
         n = 0
-        for kind, row in batch:
-            if n == limit or kind == "s":
+        for item in batch:
+            if n == limit:
                 break
-            if kind == "c":
-                changes.append(row)
-            elif kind == "r":
-                records.append(row)
-            else:
-                namespaces.append(row)
+            if not isinstance(item, Change):
+                kind, row = item
+                if kind == "s":
+                    break
+                if kind == "c":
+                    changes.append(row)
+                elif kind == "r":
+                    records.append(row)
+                else:
+                    namespaces.append(row)
+            else:  # a Change with an entry (append_committed)
+                e = item.entry
+                assert e is not None
+                # the stale column holds when it went stale (0: fresh)
+                stale = (e.stale_since or 1) if e.stale else 0
+                changes.append(
+                    (e.rev, e.key, e.version, 0, e.raw, e.owner, stale, e.ts, item.actor)
+                )
             n += 1
         t0 = time.perf_counter()
         if self.write_delay:
@@ -435,28 +501,35 @@ class EventLog:
         self.indexed_rev = self.stats.indexed_rev = hi
         self.stats.index_seconds += time.perf_counter() - t0
 
-    def _write_snapshot(self, snap: tuple[int, list[Any], dict[str, int]]) -> None:
-        """One attempt; a snapshot that cannot be written is skipped (it only shortens
-        the next start and allows compaction; the history behind it must not wait for
-        the largest write there is). The next one comes ``snapshot_every`` changes on."""
-        rev, entries, tombstones = snap
+    def _snapshot_step(self) -> None:
+        """Write the next step of the snapshot in progress (its own transaction); on the
+        last step its head, then compaction. A snapshot that cannot be written is
+        skipped (it only shortens the next start and allows compaction; the history
+        must not wait for the largest write there is): the parts it left go at the next
+        compaction, the next snapshot comes ``snapshot_every`` changes on."""
+        job = self._snap
+        assert job is not None
         db = self.db
+        t0 = time.perf_counter()
         try:
-            data = encode_snapshot(rev, entries, tombstones)
             db.execute("BEGIN")
-            db.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
-                (rev, int(time.time() * 1000), data),
-            )
+            done = job.step(db, self.settings.snapshot_step)
             db.execute("COMMIT")
         except Exception as exc:
-            self._note_error(exc, "event log: snapshot skipped, it could not be written", rev)
+            self._snap = None
+            self._note_error(exc, "event log: snapshot skipped, it could not be written", job.rev)
             self._rollback()
             return
+        finally:
+            self.stats.snapshot_seconds += time.perf_counter() - t0
+        if not done:
+            return
+        self._snap = None
+        self.stats.snapshots += 1
         try:
             self._compact()
         except Exception as exc:
-            self._note_error(exc, "event log: compaction failed; it runs again later", rev)
+            self._note_error(exc, "event log: compaction failed; it runs again later", job.rev)
             self._rollback()
 
     def _note_error(self, exc: BaseException, what: str, rev: int | None = None) -> str:
@@ -566,8 +639,12 @@ class EventLog:
         if not snap_rev:
             return
         # only the latest snapshot is ever read: older ones go at once (12 MB each at
-        # 100,000 keys), whether or not retention cuts any history now
+        # 100,000 keys), whether or not retention cuts any history now; so do the parts
+        # of a snapshot whose head was never written
+        db.execute("BEGIN")
         db.execute("DELETE FROM snapshots WHERE rev < ?", (snap_rev,))
+        db.execute("DELETE FROM snapshot_parts WHERE rev != ?", (snap_rev,))
+        db.execute("COMMIT")
         max_rev = self._max_rev()
         cut = max_rev - s.retention_changes
         age_cut_ts = int((time.time() - s.retention_days * 86400) * 1000)
@@ -585,7 +662,6 @@ class EventLog:
         )
         db.execute("DELETE FROM changes WHERE rev <= ?", (cut,))
         db.execute("DELETE FROM records WHERE rev <= ?", (cut,))
-        db.execute("DELETE FROM snapshots WHERE rev < ?", (snap_rev,))
         db.execute("COMMIT")
         self.stats.compactions += 1
         self.oldest = self.oldest_rev()
@@ -600,8 +676,8 @@ class EventLog:
         return int(row[0]) - 1
 
     def latest_snapshot(self) -> SnapshotImage | None:
-        row = self.db.execute("SELECT data FROM snapshots ORDER BY rev DESC LIMIT 1").fetchone()
-        return None if row is None else _snap_dec.decode(row[0])
+        """The latest snapshot's head (its entries: :func:`snapshot_entries`)."""
+        return read_snapshot(self.db)
 
     def changes_after(self, rev: int, batch: int = 50_000) -> Iterator[ChangeRow]:
         cur = self.db.execute(
@@ -635,12 +711,106 @@ class EventLog:
         return [(str(a), str(b)) for a, b in self.db.execute("SELECT name, owner FROM namespaces")]
 
 
+class SnapshotWriter:
+    """One snapshot of ``entries`` (immutable store entries) at ``rev``, written in
+    steps inside the caller's transactions: each step encodes, inserts and drops up to
+    ``parts`` parts of ``part`` entries (memory: one part, ~0.5 MB at 5,000 entries);
+    the last one writes the head, which makes the snapshot visible. Parts of a snapshot
+    that never got its head are removed by the next compaction."""
+
+    def __init__(
+        self, rev: int, entries: list[Any], tombstones: dict[str, int], part: int = SNAPSHOT_PART
+    ) -> None:
+        self.rev = rev
+        self.ts = int(time.time() * 1000)
+        self.entries = entries
+        self.tombstones = tombstones
+        self.part = max(1, part)
+        self.pos = 0  # entries written
+        self.parts = 0  # parts written
+
+    def step(self, db: sqlite3.Connection, parts: int) -> bool:
+        """Write up to ``parts`` more parts; True when the head is written (done)."""
+        if self.parts == 0:
+            db.execute("DELETE FROM snapshot_parts WHERE rev = ?", (self.rev,))
+        entries, part = self.entries, self.part
+        for _ in range(max(1, parts)):
+            if self.pos >= len(entries):
+                break
+            data = _snap_enc.encode(
+                [
+                    SnapshotEntry(
+                        e.key,
+                        msgspec.Raw(e.raw),
+                        e.version,
+                        e.rev,
+                        e.owner,
+                        e.ts,
+                        e.stale,
+                        e.stale_since,
+                    )
+                    for e in entries[self.pos : self.pos + part]
+                ]
+            )
+            db.execute("INSERT INTO snapshot_parts VALUES (?, ?, ?)", (self.rev, self.parts, data))
+            del data
+            self.pos += part
+            self.parts += 1
+            time.sleep(0)  # let the event loop run
+        if self.pos < len(entries):
+            return False
+        head = _snap_enc.encode(SnapshotImage(self.rev, self.tombstones, self.parts))
+        db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (self.rev, self.ts, head))
+        self.entries = []  # the references go with the step that wrote the last part
+        return True
+
+
+def write_snapshot(
+    db: sqlite3.Connection,
+    rev: int,
+    entries: list[Any],
+    tombstones: dict[str, int],
+    part: int = SNAPSHOT_PART,
+) -> None:
+    """Write a whole snapshot inside the caller's transaction (tools and tests)."""
+    SnapshotWriter(rev, entries, tombstones, part).step(db, len(entries) // max(1, part) + 1)
+
+
+def read_snapshot(db: sqlite3.Connection, rev: int | None = None) -> SnapshotImage | None:
+    """The head of the snapshot at ``rev`` (the latest one when None), or None."""
+    if rev is None:
+        row = db.execute("SELECT data FROM snapshots ORDER BY rev DESC LIMIT 1").fetchone()
+    else:
+        row = db.execute("SELECT data FROM snapshots WHERE rev = ?", (rev,)).fetchone()
+    return None if row is None else _snap_dec.decode(bytes(row[0]))
+
+
+def snapshot_entries(db: sqlite3.Connection, image: SnapshotImage) -> Iterator[SnapshotEntry]:
+    """A snapshot's entries, one part decoded at a time (consume them inside the read
+    transaction that found the head). :class:`SnapshotError` if parts are missing."""
+    yield from image.entries
+    if not image.parts:
+        return
+    seen = 0
+    cur = db.execute(
+        "SELECT seq, data FROM snapshot_parts WHERE rev = ? ORDER BY seq", (image.rev,)
+    )
+    for seq, data in cur:
+        if seq != seen:
+            break
+        seen += 1
+        yield from _part_dec.decode(bytes(data))
+    if seen != image.parts:
+        raise SnapshotError(
+            f"snapshot at rev {image.rev}: {seen} of its {image.parts} parts are readable"
+        )
+
+
 def encode_snapshot(
     rev: int, entries: list[Any], tombstones: dict[str, int], chunk: int = 5_000
 ) -> bytes:
-    """The snapshot's JSON, encoded in slices so that the writer thread gives the GIL
-    back to the event loop between them (a million entries in one call would hold it
-    for a good part of a second)."""
+    """A snapshot in one blob, as schema 2 wrote them into ``snapshots.data`` (still
+    read; the hub writes :func:`write_snapshot`'s parts). For tools and tests."""
     parts: list[bytes] = []
     for i in range(0, len(entries), chunk):
         part = _snap_enc.encode(
@@ -659,7 +829,6 @@ def encode_snapshot(
             ]
         )
         parts.append(part[1:-1])
-        time.sleep(0)  # let the loop run
     return b'{"rev":%d,"entries":[%b],"tombstones":%b}' % (
         rev,
         b",".join(p for p in parts if p),
