@@ -48,11 +48,6 @@ log = logging.getLogger("companion_hub.hub")
 HUB_NAMESPACE = "hub"
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -162,7 +157,7 @@ class Hub:
             record=self._record_auth,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._flush_tick: asyncio.Future[None] | None = None
+        self._flush_due: list[asyncio.Event] = []  # writers to wake at the flush tick
         self.supervisor = Supervisor("hub")
         self._client_expiry: dict[str, asyncio.TimerHandle] = {}
         self._epochs = itertools.count(1)
@@ -530,15 +525,24 @@ class Hub:
 
     # --- background work --------------------------------------------------------------
 
-    def flush_tick(self) -> asyncio.Future[None]:
-        """A future done at the next flush tick (``flush_delay_ms`` from the first call
-        that found none pending): the connections woken from idle share one timer."""
-        tick = self._flush_tick
-        if tick is None or tick.done():
-            loop = asyncio.get_running_loop()
-            tick = self._flush_tick = loop.create_future()
-            loop.call_later(self.config.flush_delay_ms / 1000, _resolve, tick)
-        return tick
+    def wake_at_flush_tick(self, wake: asyncio.Event) -> None:
+        """Set ``wake`` (a connection writer's) at the next flush tick,
+        ``flush_delay_ms`` after the first call that found none pending: the writers
+        that deltas wake from idle share one timer and wake once, with whatever
+        arrived meanwhile in one frame (docs/adr/0009). At once with no delay."""
+        delay = self.config.flush_delay_ms
+        if delay <= 0:
+            wake.set()
+            return
+        due = self._flush_due
+        due.append(wake)
+        if len(due) == 1:
+            asyncio.get_running_loop().call_later(delay / 1000, self._flush_tick)
+
+    def _flush_tick(self) -> None:
+        due, self._flush_due = self._flush_due, []
+        for wake in due:
+            wake.set()
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task until it ends; cancelled on shutdown."""

@@ -74,10 +74,16 @@ class DeliveryQueue:
         "last_rev",
         "may_read",
         "notify",
+        "notify_delta",
         "pending",
     )
 
-    def __init__(self, event_limit: int = 1000, notify: Callable[[], None] = _noop) -> None:
+    def __init__(
+        self,
+        event_limit: int = 1000,
+        notify: Callable[[], None] = _noop,
+        notify_delta: Callable[[], None] | None = None,
+    ) -> None:
         self.pending: dict[str, Delta] = {}
         self._outbox: deque[_Item] = deque()
         self._priority: deque[bytes] = deque()
@@ -90,6 +96,10 @@ class DeliveryQueue:
         self.coalesced = 0  # pending deltas replaced by a newer change to their key
         self.deltas_sent = 0  # deltas handed out by take()
         self.notify = notify
+        # called instead of ``notify`` when a delta finds the queue empty: the driver
+        # may wake its writer a little later, so that changes arriving together leave
+        # in one frame (the flush delay; replies, events and snapshots use ``notify``)
+        self.notify_delta = notify if notify_delta is None else notify_delta
         # the connection's read permission (a role with read patterns), None: reads all;
         # the hub asks it before pushing a delta or an event (core/acl.py)
         self.may_read: Callable[[str], bool] | None = None
@@ -100,7 +110,7 @@ class DeliveryQueue:
         pending = self.pending
         if not pending and not self._outbox and not self._events:
             pending[key] = delta
-            self.notify()
+            self.notify_delta()
             return
         if key in pending:
             del pending[key]  # re-insert at the end: keeps increasing-rev order

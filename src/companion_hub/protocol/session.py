@@ -174,6 +174,7 @@ class HubSession:
         now: float,
         now_ms: int,
         on_output: Callable[[], None] = lambda: None,
+        on_delta: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.settings = settings
@@ -195,7 +196,8 @@ class HubSession:
         self.final_frames: list[bytes] = []
         self.connection: object = None  # the driver's handle (diagnostics, tests)
         self._on_output = on_output
-        self.queue = DeliveryQueue(host.limits.event_queue, notify=on_output)
+        # on_delta: deltas found the queue empty (the driver may wake a little later)
+        self.queue = DeliveryQueue(host.limits.event_queue, notify=on_output, notify_delta=on_delta)
         self.window = DeliveryWindow(settings.window_bytes, max(1, settings.window_bytes // 4))
         self._pings: deque[bytes] = deque()  # pings the window asked for
         self._input: deque[m.Message | m.BadMessage] = deque()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -55,6 +56,7 @@ class Connection:
             now=time.monotonic(),
             now_ms=now_ms(),
             on_output=self._wake.set,
+            on_delta=functools.partial(hub.wake_at_flush_tick, self._wake),
         )
         self.session.connection = self
         self._writer_task: asyncio.Task[None] | None = None
@@ -148,7 +150,6 @@ class Connection:
         s = self.session
         ws = self.ws
         wake = self._wake
-        flush_delay = max(0.0, self.hub.config.flush_delay_ms) / 1000
         try:
             while True:
                 for ping in s.pings():
@@ -162,11 +163,9 @@ class Connection:
                 if frame is None:
                     wake.clear()
                     if s.close_request is None:
+                        # deltas that find the queue empty wake this at the hub's next
+                        # flush tick (Hub.wake_at_flush_tick); replies at once
                         await wake.wait()
-                        if flush_delay and s.close_request is None and not s.queue.control_bytes:
-                            # woken from idle by changes (a reply goes at once): let the
-                            # changes that arrive together leave in one frame
-                            await asyncio.shield(self.hub.flush_tick())
                     continue
                 await ws.send_frame(frame, WSMsgType.TEXT)
                 window_ping = s.frame_sent(len(frame), now_ms())
