@@ -10,7 +10,9 @@ Three processes (plus the coordinator):
   time ``time.time_ns()``) and 1,000 variable changes/s (round-robin over the 1,000
   variables, the value is the send time);
 - the **hub** (``HubServer`` on uvloop, pinned to its own CPU, with the lag probe of
-  ``bench.hub_proc``) with one Companion adapter pointed at the simulator: button
+  ``bench.hub_proc``; as ``companion-hub serve`` runs it, with the event log in a
+  temporary data directory, or without the log with ``--no-log``) with one Companion
+  adapter pointed at the simulator: button
   subscriptions for exactly pages 1-32 (4x8), HTTP polling of the 1,000 variables
   every ``--poll`` s (0.2 s);
 - one **subscriber** to ``companion.**`` (and ``hub.adapters.companion``), which takes
@@ -29,7 +31,7 @@ more: the hub's CPU then is the adapter's (its links, parsing and store writes) 
 idle hub; (2) a py-spy profile of the hub during the measured window (when py-spy is in
 the venv: ``.venv/bin/pip install py-spy``), see :func:`adapter_share`.
 
-    .venv/bin/python -m bench.companion [--runs 3] [--duration 10] [--poll 0.2]
+    .venv/bin/python -m bench.companion [--runs 3] [--duration 10] [--poll 0.2] [--no-log]
 """
 
 from __future__ import annotations
@@ -253,7 +255,11 @@ def _hub_main(spec: dict[str, Any]) -> None:
             ember=ember,
             ember_port=spec["ember_port"] if ember else 9092,
         )
-        server = HubServer(HubConfig(host="127.0.0.1", port=0), companions=[cfg])
+        # spec["data_dir"]: the event log there (as ``serve`` runs); None: no log
+        server = HubServer(
+            HubConfig(host="127.0.0.1", port=0, data_dir=spec.get("data_dir")), companions=[cfg]
+        )
+        probe.hub = server.hub  # the event log's counters in the lag report
 
         def ember_stats() -> dict[str, Any] | None:
             link = getattr(server.adapters[0], "ember", None) if server.adapters else None
@@ -297,14 +303,19 @@ def _hub_main(spec: dict[str, Any]) -> None:
 
 
 class CompanionHubProcess(HubProcess):
-    """``HubProcess`` running :func:`_hub_main` (the hub plus a Companion adapter)."""
+    """``HubProcess`` running :func:`_hub_main` (the hub plus a Companion adapter). As
+    ``HubProcess``: with the event log in a fresh temporary data directory (removed at
+    stop); ``log=False``: without the event log."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__()
+    def __init__(self, spec: dict[str, Any], log: bool = True) -> None:
+        super().__init__(log=log)
         self.spec = spec
 
     def start(self, timeout: float = 20.0) -> CompanionHubProcess:
-        self._launch(["-m", "bench.companion", "_hub", json.dumps(self.spec)], timeout)
+        if self.log and self.data_dir is None:
+            self.data_dir = self._own_data_dir = tempfile.mkdtemp(prefix="bench-hub-data-")
+        spec = {**self.spec, "data_dir": self.data_dir if self.log else None}
+        self._launch(["-m", "bench.companion", "_hub", json.dumps(spec)], timeout)
         return self
 
     def __enter__(self) -> CompanionHubProcess:
@@ -639,6 +650,7 @@ def run_once(
     profile: bool,
     alone_s: float = 4.0,
     keep_profile: str | None = None,
+    log: bool = True,
 ) -> dict[str, Any]:
     params = {
         "pages": PAGES,
@@ -657,7 +669,7 @@ def run_once(
         spec = {**ports, "pages": PAGES, "vars": N_VARS, "poll": poll, "mode": mode}
         ember = mode == "ember"
         with (
-            CompanionHubProcess(spec) as hub,
+            CompanionHubProcess(spec, log=log) as hub,
             workers([(sub_worker, (hub.ws_url, PAGES * ROWS * COLUMNS, N_VARS, ember))]) as (sub,),
         ):
             tag, info = sub.recv(90)
@@ -729,6 +741,7 @@ def run_once(
     ember_link = lag.pop("ember", None)
     return {
         "mode": mode,
+        "event_log": log,
         "setup_s": round(setup_s, 1),
         "driver": {k: v for k, v in drv.items() if k != "final"},
         "buttons": {
@@ -855,6 +868,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 profile=not args.no_profile,
                 alone_s=args.alone,
                 keep_profile=f"{args.profile}.{mode}" if args.profile and i == 0 else None,
+                log=not args.no_log,
             )
             runs[mode].append(r)
             _print_run(i, r)
@@ -873,6 +887,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
             "without_client_s": args.alone,
             "runs": args.runs,
             "variables_by": args.variables,
+            "event_log": not args.no_log,
         },
     }
     alone = args.alone > 0
@@ -904,6 +919,15 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _f(p: dict[str, Any]) -> str:
+    """The rows' prefix; results from before the log was on by default ran without it."""
+    return (
+        "(f) Companion, event log on"
+        if p.get("event_log")
+        else "(f) Companion, without the event log"
+    )
+
+
 def _poll_rows(r: dict[str, Any]) -> list[list[str]]:
     p, m = r["params"], r["median"]
     rate = f"{p['button_changes_per_s']:,}"
@@ -921,7 +945,7 @@ def _poll_rows(r: dict[str, Any]) -> list[list[str]]:
     alone_text = f" ({alone:.2f} with no client connected)" if alone is not None else ""
     return [
         [
-            f"(f) Companion: {rate} button changes/s ({p['button_locations']:,} locations) -> "
+            f"{_f(p)}: {rate} button changes/s ({p['button_locations']:,} locations) -> "
             "hub client delta, p99 (p50)",
             f"{m['button_p99_ms']:.1f} ms ({m['button_p50_ms']:.1f} ms), "
             f"{m['button_seen_fraction'] * 100:.0f}% of changes seen",
@@ -930,7 +954,7 @@ def _poll_rows(r: dict[str, Any]) -> list[list[str]]:
             "-",
         ],
         [
-            f"(f) Companion: {rate} variable changes/s ({p['variables']:,} variables, HTTP poll "
+            f"{_f(p)}: {rate} variable changes/s ({p['variables']:,} variables, HTTP poll "
             f"every {p['poll_interval_s']:g} s) -> hub client delta, p99 (p50)",
             f"{m['var_p99_ms']:.0f} ms ({m['var_p50_ms']:.0f} ms), poll cycle "
             f"{m['var_poll_cycle_ms'] or 0:.0f} ms, {m['var_seen_fraction'] * 100:.0f}% of "
@@ -940,7 +964,7 @@ def _poll_rows(r: dict[str, Any]) -> list[list[str]]:
             "-",
         ],
         [
-            "(f) Companion: CPU meanwhile (cores)",
+            f"{_f(p)}: CPU meanwhile (cores)",
             f"hub {m['hub_cores']:.2f}{alone_text}; {share}; simulator {m['sim_cores']:.2f}; "
             f"hub loop lag p99 {m['hub_lag_p99_ms']:.1f} ms",
             "-",
@@ -971,7 +995,7 @@ def _ember_rows(r: dict[str, Any]) -> list[list[str]]:
     )
     return [
         [
-            f"(f) Companion: {rate} variable changes/s ({p['variables']:,} variables) by Ember+ "
+            f"{_f(p)}: {rate} variable changes/s ({p['variables']:,} variables) by Ember+ "
             "-> hub client delta, p99 (p50)",
             f"{e['var_p99_ms']:.1f} ms ({e['var_p50_ms']:.1f} ms), max {e['var_max_ms']:.0f} ms, "
             f"{e['var_seen_fraction'] * 100:.0f}% of changes seen; hub "
@@ -1009,6 +1033,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--alone", type=float, default=4.0, help="seconds of changes with no hub client (0: none)"
     )
     ap.add_argument("--no-profile", action="store_true", help="no py-spy (hub CPU only)")
+    ap.add_argument(
+        "--no-log",
+        action="store_true",
+        help="run the hub without the event log (default: as `serve` runs it, log on)",
+    )
     ap.add_argument(
         "--profile",
         metavar="FILE",

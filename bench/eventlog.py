@@ -162,7 +162,7 @@ def _after_write(hub: HubProcess, wr: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_g(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    params = {"subs": 100, "procs": 4, "keys": 1000, "window": 200, "per_frame": 50}
+    params: dict[str, Any] = {"subs": 100, "procs": 4, "keys": 1000, "window": 200, "per_frame": 50}
     rounds = []
     for i in range(args.runs):
         pair: dict[str, Any] = {}
@@ -183,7 +183,7 @@ def run_g(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 r["disk_after_stop"] = db_breakdown(d)
                 shutil.rmtree(d, ignore_errors=True)
             else:
-                r = fanout.run_once(duration=args.duration, **params)
+                r = fanout.run_once(duration=args.duration, log=False, **params)
             pair[mode] = r
         lg, nl = pair["log"], pair["nolog"]
         st = lg["hub_lag"].get("log", {})

@@ -13,9 +13,13 @@ Reported (medians over runs, each run on a fresh hub):
 - convergence: last needed delta at the slowest subscriber - writer's last ack;
 - (e) hub event-loop lag p50/p99/max during the writing (``bench.hub_proc`` probe).
 
-Reference in the same run: the writer alone (no subscribers) for 5 s.
+Each round runs the hub twice, on fresh hubs, in alternating order: as
+``companion-hub serve`` runs it (the event log on, in a temporary data directory:
+the table's main rows) and without the event log (its own rows);
+``--skip-without-log``: only the first. Reference in the same run: the writer alone
+(no subscribers, event log on) for 5 s, once per round.
 
-    .venv/bin/python -m bench.fanout [--runs 3] [--duration 10] [--profile]
+    .venv/bin/python -m bench.fanout [--runs 3] [--duration 10] [--profile] [--skip-without-log]
 
 ``--sse N``: only (b), with N of the subscribers on Server-Sent Events
 (``GET /api/stream?pattern=**``) and the rest on the WebSocket, in the same run;
@@ -54,15 +58,18 @@ def run_once(
     after_write: Callable[[HubProcess, dict[str, Any]], dict[str, Any]] | None = None,
     auth_read: list[str] | None = None,
     sse: int = 0,
+    log: bool = True,
 ) -> dict[str, Any]:
-    """One run on a fresh hub. ``data_dir``: the hub runs with its event log there;
+    """One run on a fresh hub. As ``companion-hub serve`` runs it: with its event log in
+    ``data_dir`` (a temporary directory when not given); ``log=False``: without the event
+    log (ignored when ``data_dir`` is given);
     ``after_write(hub, writer_report)`` is called once the writer is done (its result
     goes into the run's ``after_write``), while the hub and the clients still run.
     ``sse``: that many of the ``subs`` subscribers use Server-Sent Events (in their own
     client processes, see :func:`_split`); the run then has ``by_kind``."""
     params = {"duration": duration, "window": window, "per_frame": per_frame}
     quiet = wait_quiet()
-    with HubProcess(data_dir=data_dir, auth_read=auth_read) as hub:
+    with HubProcess(data_dir=data_dir, auth_read=auth_read, log=log) as hub:
         specs: list[Any] = []
         kinds: list[str] = []
         for kind, n_kind, n_procs in _split(subs, sse, procs):
@@ -142,6 +149,7 @@ def run_once(
         "quiet_gate": quiet,
         "max_rev": wr["max_rev"],
         "writer_max_inflight": wr["max_inflight"],
+        "event_log": hub.log,
         "profile_top": prof_top,
         "after_write": extra,
         **({"by_kind": by_kind} if by_kind is not None else {}),
@@ -191,33 +199,8 @@ def _kind_stats(
     }
 
 
-def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    common = {
-        "keys": args.keys,
-        "window": args.window,
-        "per_frame": args.per_frame,
-    }
-    runs = []
-    refs = []
-    for i in range(args.runs):
-        r = run_once(
-            subs=args.subs,
-            procs=args.procs,
-            duration=args.duration,
-            profile=args.profile if i == 0 else None,
-            **common,
-        )
-        runs.append(r)
-        print(
-            f"  run {i + 1}: {r['writes_per_s']:,} writes/s, {r['delivered_per_s']:,} deltas/s, "
-            f"converged {r['all_converged']} in {r['convergence_ms']} ms, "
-            f"lag p99 {r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
-            f"other users' cpu {r['cpu']['other_cores']} cores",
-            flush=True,
-        )
-        ref = run_once(subs=0, procs=0, duration=args.ref_duration, **common)
-        refs.append(ref)
-        print(f"  reference (no subscribers): {ref['writes_per_s']:,} writes/s", flush=True)
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of one configuration's runs."""
     conv_ok = all(r["all_converged"] for r in runs)
     quiet = [r for r in runs if r["cpu"]["other_cores"] < QUIET_CORES]
     return {
@@ -229,15 +212,6 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
         if quiet
         else None,
         "quiet_median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in quiet) if quiet else None,
-        "params": {
-            "subscribers": args.subs,
-            "client_processes": args.procs,
-            "keys": args.keys,
-            "duration_s": args.duration,
-            "window": args.window,
-            "sets_per_frame_max": args.per_frame,
-            "runs": args.runs,
-        },
         "median_writes_per_s": round(median(r["writes_per_s"] for r in runs)),
         "median_delivered_per_s": round(median(r["delivered_per_s"] for r in runs)),
         "median_delivered_fraction": median(r["delivered_fraction"] for r in runs),
@@ -249,11 +223,76 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "median_lag_p50_ms": median(r["hub_lag"]["p50_ms"] for r in runs),
         "median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
         "median_lag_max_ms": median(r["hub_lag"]["max_ms"] for r in runs),
-        "median_ref_writes_per_s": round(median(r["writes_per_s"] for r in refs)),
+        "median_hub_cpu_util": median(r["hub_cpu_util"] for r in runs),
         "version_violations": sum(r["version_violations"] for r in runs),
-        "runs": runs,
+    }
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "keys": args.keys,
+        "window": args.window,
+        "per_frame": args.per_frame,
+    }
+    configs = [True] if args.skip_without_log else [True, False]
+    runs: dict[bool, list[dict[str, Any]]] = {c: [] for c in configs}
+    refs = []
+    for i in range(args.runs):
+        # alternating order: with the log first in odd rounds, without first in even ones
+        for log in configs if i % 2 == 0 else configs[::-1]:
+            r = run_once(
+                subs=args.subs,
+                procs=args.procs,
+                duration=args.duration,
+                profile=args.profile if i == 0 and log else None,
+                log=log,
+                **common,
+            )
+            runs[log].append(r)
+            print(
+                f"  run {i + 1} ({'event log on' if log else 'without the event log'}): "
+                f"{r['writes_per_s']:,} writes/s, {r['delivered_per_s']:,} deltas/s, "
+                f"converged {r['all_converged']} in {r['convergence_ms']} ms, "
+                f"lag p99 {r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
+                f"other users' cpu {r['cpu']['other_cores']} cores",
+                flush=True,
+            )
+        ref = run_once(subs=0, procs=0, duration=args.ref_duration, **common)
+        refs.append(ref)
+        print(f"  reference (no subscribers): {ref['writes_per_s']:,} writes/s", flush=True)
+    with_log = _summary(runs[True])
+    result = {
+        "params": {
+            "subscribers": args.subs,
+            "client_processes": args.procs,
+            "keys": args.keys,
+            "duration_s": args.duration,
+            "window": args.window,
+            "sets_per_frame_max": args.per_frame,
+            "runs": args.runs,
+            "event_log": True,
+        },
+        **with_log,
+        "median_ref_writes_per_s": round(median(r["writes_per_s"] for r in refs)),
+        "runs": runs[True],
         "reference_runs": refs,
     }
+    if False in runs:
+        without = _summary(runs[False])
+        # with the log / without, per round and of the medians
+        per_round = [
+            round(a["writes_per_s"] / b["writes_per_s"], 3)
+            for a, b in zip(runs[True], runs[False], strict=True)
+        ]
+        result["without_log"] = {
+            **without,
+            "ratio_writes_with_log": round(
+                with_log["median_writes_per_s"] / without["median_writes_per_s"], 3
+            ),
+            "ratio_writes_with_log_per_round": per_round,
+            "runs": runs[False],
+        }
+    return result
 
 
 AUTH_READ = ["app.**"]  # the role of the auth rows: read patterns, checked per delta
@@ -396,9 +435,11 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
     conv_ok = r["all_converged"] and r["max_convergence_ms"] <= FLOOR_CONV_MS
     lag_ok = r["median_lag_p99_ms"] <= FLOOR_LAG_P99_MS
     yes = lambda b: "yes" if b else "**no**"  # noqa: E731
-    return [
+    # results from before the event log was on by default ran without it
+    log = "event log on" if p.get("event_log") else "without the event log"
+    out = [
         [
-            f"(b) fan-out: accepted writes/s, 1 writer, {p['keys']:,} keys, "
+            f"(b) fan-out, {log}: accepted writes/s, 1 writer, {p['keys']:,} keys, "
             f"{p['subscribers']} subscribers to `**`",
             f"{r['median_writes_per_s']:,}/s (writer alone: {r['median_ref_writes_per_s']:,}/s)"
             + _quiet(r, "quiet_median_writes_per_s", "{:,}/s"),
@@ -436,6 +477,35 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             yes(lag_ok),
         ],
     ]
+    w = r.get("without_log")
+    if w:
+        wconv = (
+            f"converged in {w['median_convergence_ms']:.0f} ms "
+            f"(max {w['max_convergence_ms']:.0f} ms)"
+            if w["all_converged"]
+            else "**not converged**"
+        )
+        out += [
+            [
+                "(b) fan-out without the event log (same run): accepted writes/s; "
+                "delivered deltas/s; convergence",
+                f"{w['median_writes_per_s']:,}/s (with the log x{w['ratio_writes_with_log']:.2f}); "
+                f"{w['median_delivered_per_s']:,}/s "
+                f"({w['median_delivered_fraction'] * 100:.0f}%); {wconv}",
+                "-",
+                "-",
+                "-",
+            ],
+            [
+                "(e) hub event-loop lag during (b) without the event log, p99 (p50 / max)",
+                f"{w['median_lag_p99_ms']:.1f} ms ({w['median_lag_p50_ms']:.1f} / "
+                f"{w['median_lag_max_ms']:.1f} ms)",
+                "-",
+                "-",
+                "-",
+            ],
+        ]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -462,8 +532,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="only (b), with N of the --subs subscribers on Server-Sent Events and the "
         "rest on the WebSocket (results in fanout_sse.json)",
     )
+    ap.add_argument(
+        "--skip-without-log",
+        action="store_true",
+        help="only the hub as `serve` runs it (event log on), not also without the log",
+    )
     args = ap.parse_args(argv)
-    watchdog(args.runs * (args.duration + args.ref_duration + 120) * 2 + 60)
+    n_configs = 1 if args.skip_without_log or args.sse or args.compare_auth else 2
+    watchdog(args.runs * ((args.duration + 120) * 2 * n_configs + args.ref_duration + 120) + 60)
     if args.sse:
         result = _compare_sse(args)
         save(NAME + "_sse", result)

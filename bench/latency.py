@@ -7,7 +7,13 @@ what is due, in one frame), round-robin over 1,000 keys; each value carries
 ``arrival - t`` for each delta in it (the clock is shared: one machine). The first
 second is a warm-up and not recorded. Also reported: the hub's event-loop lag.
 
-    .venv/bin/python -m bench.latency [--runs 3] [--duration 10] [--rate 2000]
+Each round runs the hub twice, on fresh hubs, in alternating order: as
+``companion-hub serve`` runs it (the event log on, in a temporary data directory:
+the table's main row) and without the event log (its own row);
+``--skip-without-log``: only the first. ``--flush-delays``: the hub as ``serve``
+runs it only.
+
+    .venv/bin/python -m bench.latency [--runs 3] [--duration 10] [--rate 2000] [--skip-without-log]
 """
 
 from __future__ import annotations
@@ -45,10 +51,13 @@ def run_once(
     warmup: float,
     profile: str | None = None,
     flush_delay_ms: float | None = None,
+    log: bool = True,
 ) -> dict[str, Any]:
+    """One run on a fresh hub, as ``companion-hub serve`` runs it (the event log on, in
+    a temporary data directory); ``log=False``: without the event log."""
     params = {"duration": duration, "rate": rate, "tick": 0.001}
     quiet = wait_quiet()
-    with HubProcess(flush_delay_ms=flush_delay_ms) as hub:
+    with HubProcess(flush_delay_ms=flush_delay_ms, log=log) as hub:
         per = [subs // procs + (1 if i < subs % procs else 0) for i in range(procs)]
         specs = []
         first = 0
@@ -106,32 +115,51 @@ def run_once(
         "cpu_s_per_million_deltas": round(hub_cpu / hist.count * 1e6, 2) if hist.count else None,
         "cpu": noise,
         "quiet_gate": quiet,
+        "event_log": log,
         "profile_top": prof_top,
     }
 
 
-def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    runs = []
-    for i in range(args.runs):
-        r = run_once(
-            subs=args.subs,
-            procs=args.procs,
-            keys=args.keys,
-            duration=args.duration,
-            rate=args.rate,
-            warmup=args.warmup,
-            profile=args.profile if i == 0 else None,
-        )
-        runs.append(r)
-        print(
-            f"  run {i + 1}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-            f"max {r['max_ms']:.1f} ms, {r['samples']:,} samples "
-            f"({r['delivered_fraction'] * 100:.1f}% delivered), lag p99 "
-            f"{r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
-            f"other users' cpu {r['cpu']['other_cores']} cores",
-            flush=True,
-        )
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of one configuration's runs."""
     return {
+        "median_p50_ms": median(r["p50_ms"] for r in runs),
+        "median_p99_ms": median(r["p99_ms"] for r in runs),
+        "median_max_ms": median(r["max_ms"] for r in runs),
+        "median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
+        "median_delivered_fraction": median(r["delivered_fraction"] for r in runs),
+        "median_hub_cpu_util": median(r["hub_cpu_util"] for r in runs),
+        "version_violations": sum(r["version_violations"] for r in runs),
+    }
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    configs = [True] if args.skip_without_log else [True, False]
+    runs: dict[bool, list[dict[str, Any]]] = {c: [] for c in configs}
+    for i in range(args.runs):
+        # alternating order: with the log first in odd rounds, without first in even ones
+        for log in configs if i % 2 == 0 else configs[::-1]:
+            r = run_once(
+                subs=args.subs,
+                procs=args.procs,
+                keys=args.keys,
+                duration=args.duration,
+                rate=args.rate,
+                warmup=args.warmup,
+                profile=args.profile if i == 0 and log else None,
+                log=log,
+            )
+            runs[log].append(r)
+            print(
+                f"  run {i + 1} ({'event log on' if log else 'without the event log'}): "
+                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                f"max {r['max_ms']:.1f} ms, {r['samples']:,} samples "
+                f"({r['delivered_fraction'] * 100:.1f}% delivered), lag p99 "
+                f"{r['hub_lag']['p99_ms']} ms, hub cpu {r['hub_cpu_util']}, "
+                f"other users' cpu {r['cpu']['other_cores']} cores",
+                flush=True,
+            )
+    result = {
         "params": {
             "subscribers": args.subs,
             "client_processes": args.procs,
@@ -140,15 +168,14 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "runs": args.runs,
+            "event_log": True,
         },
-        "median_p50_ms": median(r["p50_ms"] for r in runs),
-        "median_p99_ms": median(r["p99_ms"] for r in runs),
-        "median_max_ms": median(r["max_ms"] for r in runs),
-        "median_lag_p99_ms": median(r["hub_lag"]["p99_ms"] for r in runs),
-        "median_delivered_fraction": median(r["delivered_fraction"] for r in runs),
-        "version_violations": sum(r["version_violations"] for r in runs),
-        "runs": runs,
+        **_summary(runs[True]),
+        "runs": runs[True],
     }
+    if False in runs:
+        result["without_log"] = {**_summary(runs[False]), "runs": runs[False]}
+    return result
 
 
 def _compare_flush(args: argparse.Namespace, delays: list[float]) -> dict[str, Any]:
@@ -208,10 +235,12 @@ def _compare_flush(args: argparse.Namespace, delays: list[float]) -> dict[str, A
 def rows(r: dict[str, Any]) -> list[list[str]]:
     p = r["params"]
     ok = r["median_p99_ms"] <= FLOOR_P99_MS
-    return [
+    # results from before the event log was on by default ran without it
+    log = "event log on" if p.get("event_log") else "without the event log"
+    out = [
         [
             f"(c) latency writer -> {p['subscribers']} subscribers at {p['rate']:,} writes/s, "
-            "p99 (p50)",
+            f"{log}, p99 (p50)",
             f"{r['median_p99_ms']:.1f} ms ({r['median_p50_ms']:.1f} ms); "
             f"hub loop lag p99 {r['median_lag_p99_ms']:.1f} ms",
             f"<= {FLOOR_P99_MS} ms",
@@ -219,6 +248,19 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             "yes" if ok else "**no**",
         ]
     ]
+    w = r.get("without_log")
+    if w:
+        out.append(
+            [
+                "(c) latency, the same without the event log (same run), p99 (p50)",
+                f"{w['median_p99_ms']:.1f} ms ({w['median_p50_ms']:.1f} ms); "
+                f"hub loop lag p99 {w['median_lag_p99_ms']:.1f} ms",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -237,6 +279,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="compare flush delays in the same run (rounds interleaved), e.g. 0,1,2; "
         "results in results/latency_flush.json",
     )
+    ap.add_argument(
+        "--skip-without-log",
+        action="store_true",
+        help="only the hub as `serve` runs it (event log on), not also without the log",
+    )
     args = ap.parse_args(argv)
     if args.flush_delays:
         delays = [float(x) for x in args.flush_delays.split(",")]
@@ -244,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cmp = _compare_flush(args, delays)
         save(NAME + "_flush", cmp)
         return cmp
-    watchdog(args.runs * (args.duration + 120) + 60)
+    watchdog(args.runs * (1 if args.skip_without_log else 2) * (args.duration + 120) + 60)
     result = _bench(args)
     save(NAME, result)
     for row in rows(result):

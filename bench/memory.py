@@ -8,10 +8,11 @@ moment, and reads the hub's RSS (psutil). Per key = (that RSS - the RSS of the s
 hub started and idle just before) / keys. The peak is the highest RSS sampled (every
 20 ms) from the start of the load until the measurement. The hub's defaults apply, so
 this includes the change history kept for resume (``history_changes`` = 1,000,000
-entries) and the log's compact snapshots (every 200,000 changes). ``--no-log`` adds
-the same measurement without the event log as a second row.
+entries) and the log's compact snapshots (every 200,000 changes). The same
+measurement without the event log, and with the log in memory (``--data-dir
+memory``), are further rows.
 
-    .venv/bin/python -m bench.memory [--keys 100000,1000000] [--runs 1] [--no-log]
+    .venv/bin/python -m bench.memory [--keys 100000,1000000] [--runs 1] [--modes disk,none,memory]
 """
 
 from __future__ import annotations
@@ -153,13 +154,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="(d) memory benchmark")
     ap.add_argument("--keys", default="100000,1000000", help="comma-separated key counts")
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--no-log", action="store_true", help="also measure without the event log")
-    ap.add_argument("--log-setting", action="append", metavar="NAME=VALUE", help="a [log] setting")
     ap.add_argument(
-        "--in-memory-log",
-        action="store_true",
-        help="also measure with the log in memory (serve --data-dir memory)",
+        "--modes",
+        default="disk,none,memory",
+        help="comma-separated: disk (the log in a data dir, as serve runs), none (no log), "
+        "memory (the log in memory, serve --data-dir memory)",
     )
+    ap.add_argument("--log-setting", action="append", metavar="NAME=VALUE", help="a [log] setting")
     ap.add_argument(
         "--profile",
         choices=["stats", "trace"],
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = ap.parse_args(argv)
     counts = [int(k) for k in args.keys.split(",")]
-    configs = ["disk"] + ["none"] * args.no_log + ["memory"] * args.in_memory_log
+    configs = [m for m in args.modes.split(",") if m]
+    if any(m not in MODES for m in configs):
+        ap.error(f"--modes: choose from {', '.join(MODES)}")
     watchdog(args.runs * len(configs) * sum(60 + k / 5_000 for k in counts) + 60)
     measurements = []
     for mode in configs:

@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.run_all --table    # only regenerate the table from results/
 
 Bounded: each benchmark has its own time limit (and a watchdog inside); the whole
-run takes about 19-26 minutes depending on how busy the machine is (mqtt ~6,
+run takes about 22-31 minutes depending on how busy the machine is (mqtt ~6,
+fanout ~2-5 and latency ~2-4: each runs the hub with and without the event log,
 companion ~2-3, mosquitto ~2.5).
 """
 
@@ -22,10 +23,11 @@ from . import companion, eventlog, fanout, latency, memory, mosquitto, mqtt, sna
 from .common import RESULTS, ROOT, table_row
 
 BENCHES = {
-    "snapshot": (snapshot, 300),
-    "fanout": (fanout, 420),
-    "latency": (latency, 300),
-    "memory": (memory, 200),
+    # snapshot, fanout, latency: with the event log (as `serve`) and without, same run
+    "snapshot": (snapshot, 400),
+    "fanout": (fanout, 720),
+    "latency": (latency, 540),
+    "memory": (memory, 600),  # 100,000 and 1,000,000 keys, log on disk / none / in memory
     "companion": (companion, 330),  # polling and Ember+ runs, alternating
     "eventlog": (eventlog, 270),
     "mqtt": (mqtt, 480),

@@ -11,12 +11,21 @@ Reference in the same run: the same client fetches ``GET /api/state?pattern=**``
 (the same entries as one JSON body) and decodes it the same way; the table shows
 the median snapshot time divided by the median GET time.
 
-    .venv/bin/python -m bench.snapshot [--keys 100000] [--runs 7]
+Two hubs, both running at once on the hub's CPU, each preloaded the same way: one as
+``companion-hub serve`` runs it (the event log on, in a temporary data directory; the
+measurement starts once the log has caught up with the preload and settled) and one
+without the event log. The runs alternate between them (log first in odd runs,
+without first in even ones), the same number each; ``--skip-without-log``: only the
+first.
+
+    .venv/bin/python -m bench.snapshot [--keys 100000] [--runs 7] [--skip-without-log]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -93,47 +102,98 @@ async def http_once(session: aiohttp.ClientSession, base: str) -> dict[str, Any]
     return {"seconds": time.perf_counter() - t0, "keys": len(state.entries), "bytes": len(body)}
 
 
-async def _bench(hub: HubProcess, n_keys: int, runs: int) -> dict[str, Any]:
-    keys = [f"app.writer.k{i:06d}" for i in range(n_keys)]
-    async with aiohttp.ClientSession() as session:
-        loader = await connect_raw(hub.ws_url, "writer", session=session)
-        load_s = await preload(loader, keys, cam_value)
-        rss = hub.rss()
-        snaps: list[dict[str, Any]] = []
-        gets: list[dict[str, Any]] = []
-        await snapshot_once(session, hub.ws_url, 0)  # warm-up, not counted
-        await http_once(session, hub.http_url)
-        for i in range(runs):
-            cpu0 = hub.cpu_seconds()
-            s = await snapshot_once(session, hub.ws_url, i + 1)
-            s["hub_cpu_s"] = hub.cpu_seconds() - cpu0
-            snaps.append(s)
-            gets.append(await http_once(session, hub.http_url))
-        await loader.close()
+async def _caught_up(session: aiohttp.ClientSession, hub: HubProcess, timeout: float) -> float:
+    """Wait until the event log has everything (``durable_rev == rev``, nothing pending);
+    returns the seconds waited. Without the log: at once."""
+    t0 = time.perf_counter()
+    while True:
+        async with session.get(hub.http_url + "/health/ready") as resp:
+            doc = await resp.json()
+        if "durable_rev" not in doc:
+            return 0.0
+        if doc["durable_rev"] == doc["rev"] and doc["log_pending"] == 0:
+            return time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"the event log did not catch up: {doc}")
+        await asyncio.sleep(0.05)
+
+
+def _summary(
+    snaps: list[dict[str, Any]], gets: list[dict[str, Any]], load: dict[str, Any]
+) -> dict[str, Any]:
+    """The medians of one configuration's runs (the fields of the JSON's top level)."""
     t_snap = median(s["seconds"] for s in snaps)
     t_get = median(g["seconds"] for g in gets)
-    bpk = median(s["wire_bytes"] / s["keys"] for s in snaps)
     return {
-        "params": {"keys": n_keys, "runs": runs, "value_example": cam_value(123)},
-        "preload_s": round(load_s, 3),
-        "preload_keys_per_s": round(n_keys / load_s),
-        "hub_rss_after_preload": rss,
+        **load,
         "median_s": round(t_snap, 4),
-        "median_wire_bytes_per_key": round(bpk, 1),
+        "median_wire_bytes_per_key": round(median(s["wire_bytes"] / s["keys"] for s in snaps), 1),
         "median_get_s": round(t_get, 4),
         "ratio_snapshot_to_get": round(t_snap / t_get, 2),
         "median_hub_cpu_s": round(median(s["hub_cpu_s"] for s in snaps), 4),
         "runs": snaps,
         "get_runs": gets,
-        "hub_loop": hub.loop,
     }
+
+
+async def _bench(hubs: dict[str, HubProcess], n_keys: int, runs: int) -> dict[str, Any]:
+    """``hubs``: ``"log"`` (as ``serve`` runs) and, optionally, ``"nolog"``."""
+    keys = [f"app.writer.k{i:06d}" for i in range(n_keys)]
+    snaps: dict[str, list[dict[str, Any]]] = {c: [] for c in hubs}
+    gets: dict[str, list[dict[str, Any]]] = {c: [] for c in hubs}
+    load: dict[str, dict[str, Any]] = {}
+    async with aiohttp.ClientSession() as session:
+        loaders = []
+        for c, hub in hubs.items():
+            loader = await connect_raw(hub.ws_url, "writer", session=session)
+            loaders.append(loader)
+            load_s = await preload(loader, keys, cam_value)
+            catch_up_s = await _caught_up(session, hub, 120.0)
+            load[c] = {
+                "preload_s": round(load_s, 3),
+                "preload_keys_per_s": round(n_keys / load_s),
+                "log_catch_up_s": round(catch_up_s, 2),
+                "hub_rss_after_preload": hub.rss(),
+                "hub_loop": hub.loop,
+            }
+        # the log indexes its tail after ~2 s without new rows: let it settle
+        await asyncio.sleep(3.0)
+        for hub in hubs.values():  # warm-up, not counted
+            await snapshot_once(session, hub.ws_url, 0)
+            await http_once(session, hub.http_url)
+        order = list(hubs)
+        for i in range(runs):
+            for c in order if i % 2 == 0 else order[::-1]:
+                hub = hubs[c]
+                cpu0 = hub.cpu_seconds()
+                s = await snapshot_once(session, hub.ws_url, i + 1)
+                s["hub_cpu_s"] = hub.cpu_seconds() - cpu0
+                snaps[c].append(s)
+                gets[c].append(await http_once(session, hub.http_url))
+        for loader in loaders:
+            await loader.close()
+    out = {
+        "params": {
+            "keys": n_keys,
+            "runs": runs,
+            "value_example": cam_value(123),
+            "event_log": True,
+        },
+        **_summary(snaps["log"], gets["log"], load["log"]),
+    }
+    if "nolog" in hubs:
+        out["without_log"] = _summary(snaps["nolog"], gets["nolog"], load["nolog"])
+    return out
 
 
 def rows(r: dict[str, Any]) -> list[list[str]]:
     ok = "yes" if r["median_s"] <= FLOOR_S else "**no**"
-    return [
+    n = r["params"]["keys"]
+    # results from before the event log was on by default ran without it
+    log = "event log on" if r["params"].get("event_log") else "without the event log"
+    out = [
         [
-            f"(a) snapshot, {r['params']['keys']:,} keys: connect+hello to last chunk",
+            f"(a) snapshot, {n:,} keys, {log}: connect+hello to last chunk",
             f"{r['median_s']:.3f} s (GET /api/state: {r['median_get_s']:.3f} s, "
             f"ratio {r['ratio_snapshot_to_get']:.2f})",
             f"<= {FLOOR_S} s",
@@ -148,16 +208,37 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
             "-",
         ],
     ]
+    w = r.get("without_log")
+    if w:
+        out.append(
+            [
+                f"(a) snapshot, {n:,} keys, without the event log (same run)",
+                f"{w['median_s']:.3f} s (GET /api/state: {w['median_get_s']:.3f} s, "
+                f"ratio {w['ratio_snapshot_to_get']:.2f})",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description="(a) snapshot benchmark")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument(
+        "--skip-without-log",
+        action="store_true",
+        help="only the hub as `serve` runs it (event log on), not also without the log",
+    )
     args = ap.parse_args(argv)
-    watchdog(240)
-    with HubProcess() as hub:
-        result = run_loop(_bench(hub, args.keys, args.runs))
+    watchdog(360)
+    with contextlib.ExitStack() as stack:
+        hubs = {"log": stack.enter_context(HubProcess())}
+        if not args.skip_without_log:
+            hubs["nolog"] = stack.enter_context(HubProcess(log=False))
+        result = run_loop(_bench(hubs, args.keys, args.runs))
     save(NAME, result)
     for row in rows(result):
         print(table_row(row))
