@@ -321,21 +321,7 @@ class Hub:
             if e is None
             else wire.delta(e)
         )
-        d = Delta(change.rev, data)
-        key = change.key
-        # a role's read check (core/acl.py) is one object shared by its connections:
-        # decided once per change for a run of them
-        last_reader: object = None
-        readable = True
-        for q in queues:
-            reader = q.may_read
-            if reader is not None:
-                if reader is not last_reader:
-                    last_reader = reader
-                    readable = reader(key)
-                if not readable:
-                    continue
-            q.push_delta(key, d)
+        DeliveryQueue.push_delta_to(queues, change.key, Delta(change.rev, data))
 
     def publish_event(self, key: str, data: Any, source: str) -> int:
         if self.recorder is not None:

@@ -136,3 +136,44 @@ def test_bounded_by_keys_and_increasing(ops: list[tuple[int, int]]) -> None:
     for k, r in seen:
         final[k] = r
     assert final == latest
+
+
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 4), st.integers(0, 600)), max_size=150))
+def test_push_to_many_is_push_to_each(ops: list[tuple[int, int, int]]) -> None:
+    """The fan-out's ``push_delta_to`` (one call for every subscriber) leaves each queue,
+    its notifications and its counters exactly as ``push_delta`` on each would, and
+    skips the queues whose reader refuses the key; takes of any size in between."""
+    no_b = lambda key: not key.startswith("b")  # noqa: E731 - a role's read check
+    readers = [None, None, no_b, no_b, None]
+    calls_a: list[int] = []
+    calls_b: list[int] = []
+    a = [DeliveryQueue(notify=lambda i=i: calls_a.append(i)) for i in range(5)]
+    b = [DeliveryQueue(notify=lambda i=i: calls_b.append(i)) for i in range(5)]
+    for q, r in zip(a + b, readers + readers, strict=True):
+        q.may_read = r
+    out_a: list[list[bytes]] = [[] for _ in a]
+    out_b: list[list[bytes]] = [[] for _ in b]
+    rev = 0
+    for key_n, action, budget in ops:
+        if action == 0:  # one queue takes a frame
+            i = key_n % 5
+            out_a[i] += a[i].take(budget, dropped)
+            out_b[i] += b[i].take(budget, dropped)
+            continue
+        rev += 1
+        key = ("a", "b")[action % 2] + str(key_n)
+        delta = d(rev, key)
+        n = DeliveryQueue.push_delta_to(a, key, delta)
+        expected = 0
+        for q in b:
+            if q.may_read is None or q.may_read(key):
+                q.push_delta(key, delta)
+                expected += 1
+        assert n == expected
+    for i in range(5):
+        out_a[i] += drain(a[i])
+        out_b[i] += drain(b[i])
+    assert out_a == out_b
+    assert calls_a == calls_b
+    assert [q.coalesced for q in a] == [q.coalesced for q in b]
+    assert [q.deltas_sent for q in a] == [q.deltas_sent for q in b]

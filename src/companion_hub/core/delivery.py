@@ -21,7 +21,7 @@ batches from it whenever the socket can take more.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 class Delta:
@@ -117,6 +117,37 @@ class DeliveryQueue:
             self.coalesced += 1
         pending[key] = delta
 
+    @staticmethod
+    def push_delta_to(queues: Iterable[DeliveryQueue], key: str, delta: Delta) -> int:
+        """:meth:`push_delta` to each of ``queues`` that may read ``key``; returns how
+        many got it. The fan-out's hot loop (a change times its subscribers), written
+        out once here rather than as one method call per queue (~15% of the hub's
+        CPU under (b)). A role's read check is one object shared by its connections
+        (core/acl.py): decided once per change for a run of them."""
+        n = 0
+        last_reader: object = None
+        readable = True
+        for q in queues:
+            reader = q.may_read
+            if reader is not None:
+                if reader is not last_reader:
+                    last_reader = reader
+                    readable = reader(key)
+                if not readable:
+                    continue
+            n += 1
+            pending = q.pending
+            if key in pending:
+                del pending[key]  # re-insert at the end: keeps increasing-rev order
+                q.coalesced += 1
+                pending[key] = delta
+            elif pending or q._outbox or q._events:
+                pending[key] = delta
+            else:
+                pending[key] = delta
+                q.notify_delta()
+        return n
+
     def push_control(self, data: bytes, *, barrier_rev: int | None = None) -> None:
         """Queue a reply (sent first), or with ``barrier_rev`` a barrier message that
         comes after every delta queued so far and marks revision ``barrier_rev``."""
@@ -208,11 +239,22 @@ class DeliveryQueue:
                 deltas = item.deltas
                 pos = item.pos
                 n = len(deltas)
-                while pos < n and size < max_bytes:
-                    d = deltas[pos]
-                    out.append(d.data)
-                    size += len(d.data)
-                    pos += 1
+                # the whole rest of a short run when it fits (the usual case: a few
+                # deltas gathered since the last frame), else one by one
+                datas = (
+                    [d.data for d in (deltas[pos:] if pos else deltas)] if n - pos <= 256 else []
+                )
+                total = sum(map(len, datas))
+                if datas and size + total <= max_bytes:
+                    out += datas
+                    size += total
+                    pos = n
+                else:
+                    while pos < n and size < max_bytes:
+                        d = deltas[pos]
+                        out.append(d.data)
+                        size += len(d.data)
+                        pos += 1
                 if pos > item.pos:
                     self.deltas_sent += pos - item.pos
                     last = deltas[pos - 1].rev
