@@ -303,7 +303,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     client_record_ttl: float = 3600.0
     # a connection's writer woken from idle waits this long (ms) so that changes that
     # arrive together leave in one frame; 0 = at once (at most 10)
-    flush_delay_ms: float = 3.0
+    flush_delay_ms: float = 5.0
     limits: LimitsFile = msgspec.field(default_factory=LimitsFile)
     grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     companion: list[CompanionFile] = msgspec.field(default_factory=list)

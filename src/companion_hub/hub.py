@@ -75,7 +75,7 @@ class HubConfig:
     # A connection's writer that wakes from idle for new output waits this long first,
     # so that changes arriving together leave in one frame (fewer, fuller frames at low
     # rates; a busy writer never waits). 0 sends at once. See docs/adr/0009.
-    flush_delay_ms: float = 3.0
+    flush_delay_ms: float = 5.0
     # Delivery window: at most this many bytes sent to a client and not yet
     # confirmed by its pong; beyond it, deltas wait (and coalesce) in the hub.
     delivery_window_bytes: int = 128 * 1024

@@ -151,7 +151,7 @@ def test_companion_variable_flags_add_to_the_file_and_ember_can_be_turned_off(
 
 
 def test_flush_delay_is_bounded() -> None:
-    assert load_settings(env={}).hub_config().flush_delay_ms == 3.0
+    assert load_settings(env={}).hub_config().flush_delay_ms == 5.0
     assert load_settings(env={}, overrides={"flush_delay_ms": 0}).hub_config().flush_delay_ms == 0
     with pytest.raises(ConfigError, match="flush_delay_ms"):
         load_settings(env={}, overrides={"flush_delay_ms": 50})
