@@ -20,8 +20,15 @@ batches from it whenever the socket can take more.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
+
+# take(): the smallest delta message there is (a one-character key, a one-byte value,
+# small numbers) is ~80 bytes on the wire; runs longer than _LONG_RUN are sliced by it
+_MIN_DELTA = 48
+_LONG_RUN = 1024
 
 
 class Delta:
@@ -239,22 +246,27 @@ class DeliveryQueue:
                 deltas = item.deltas
                 pos = item.pos
                 n = len(deltas)
-                # the whole rest of a short run when it fits (the usual case: a few
-                # deltas gathered since the last frame), else one by one
-                datas = (
-                    [d.data for d in (deltas[pos:] if pos else deltas)] if n - pos <= 256 else []
-                )
+                room = max_bytes - size
+                # the whole rest of the run when it fits (the usual case), else the
+                # deltas up to and including the one that reaches the budget, as one
+                # by one would, found with C-level list operations. A long run is cut
+                # to what could fit first: no delta is smaller than _MIN_DELTA bytes
+                # (a smaller one would only make this loop come round again).
+                if n - pos > _LONG_RUN:
+                    datas = [d.data for d in deltas[pos : pos + room // _MIN_DELTA + 1]]
+                else:
+                    datas = [d.data for d in (deltas[pos:] if pos else deltas)]
                 total = sum(map(len, datas))
-                if datas and size + total <= max_bytes:
+                if total < room and pos + len(datas) == n:
                     out += datas
                     size += total
                     pos = n
                 else:
-                    while pos < n and size < max_bytes:
-                        d = deltas[pos]
-                        out.append(d.data)
-                        size += len(d.data)
-                        pos += 1
+                    sums = list(accumulate(map(len, datas)))
+                    k = min(len(datas), bisect_left(sums, room) + 1)
+                    out += datas[:k]
+                    size += sums[k - 1]
+                    pos += k
                 if pos > item.pos:
                     self.deltas_sent += pos - item.pos
                     last = deltas[pos - 1].rev
