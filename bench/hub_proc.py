@@ -206,8 +206,6 @@ def cli() -> None:
         help="add bench.memprofile's breakdown to the lag report (trace: with tracemalloc)",
     )
     args = ap.parse_args()
-    if os.environ.get("BENCH_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     setup_logging(args.log_level, "json")
     coro = main(
         args.host,
