@@ -254,8 +254,9 @@ def run_g(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "median_lag_p99_nolog": med("lag_p99_nolog"),
         "median_bytes_per_change": med("bytes_per_change"),
         "disk": rounds[0]["log"]["disk_after_stop"],
-        "log_never_bottleneck": med("wps_log") >= TARGET_WPS
-        and pending_max < limit // 10
+        # the log kept up: its backlog stayed far from the limit that holds writers,
+        # and it was durable soon after the last ack (the write rate is the row above)
+        "log_never_bottleneck": pending_max < limit // 10
         and all(x is not None and x < 1000 for x in dur),
         "rounds": rounds,
     }
