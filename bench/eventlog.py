@@ -64,7 +64,6 @@ from .common import (
 from .profile import Profiler
 
 NAME = "eventlog"
-TARGET_WPS = 20_000
 MAX_LOG_COST = 0.15  # issue 13: the log costs at most 15% of (b)'s accepted rate
 TARGET_START_S = 5.0
 DB = "hub.sqlite3"
@@ -583,9 +582,10 @@ def rows(r: dict[str, Any]) -> list[list[str]]:
                 f"x{g['median_ratio']:.2f}: the log costs {(1 - g['median_ratio']) * 100:.0f}% "
                 f"of the rate); hub loop lag p99 {g['median_lag_p99_log']:.1f} ms "
                 f"(without {g['median_lag_p99_nolog']:.1f} ms)",
-                f">= {TARGET_WPS:,}/s; log cost <= {MAX_LOG_COST:.0%}",
+                # the rate itself is judged in (b)'s row (the same hub, its own runs)
+                f"log cost <= {MAX_LOG_COST:.0%}",
                 "-",
-                yes(g["median_wps_log"] >= TARGET_WPS and 1 - g["median_ratio"] <= MAX_LOG_COST),
+                yes(1 - g["median_ratio"] <= MAX_LOG_COST),
             ]
         )
         out.append(

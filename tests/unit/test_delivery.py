@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from companion_hub.core.delivery import DeliveryQueue, Delta
@@ -177,3 +177,39 @@ def test_push_to_many_is_push_to_each(ops: list[tuple[int, int, int]]) -> None:
     assert calls_a == calls_b
     assert [q.coalesced for q in a] == [q.coalesced for q in b]
     assert [q.deltas_sent for q in a] == [q.deltas_sent for q in b]
+
+
+@example([100] * 20, [1850])  # the whole run would about fit, but does not
+@example([100] * 20, [2000])  # exactly the budget
+@example([50] * 17 + [2000], [1000, 3000])  # a large one at the end
+@given(
+    st.lists(st.integers(1, 400), min_size=1, max_size=300),
+    st.lists(st.integers(1, 20_000), min_size=1, max_size=40),
+)
+def test_take_cuts_runs_as_one_by_one(sizes: list[int], budgets: list[int]) -> None:
+    """Runs of any length and sizes, taken with any budgets (the whole-run shortcut
+    and the one-by-one path alike): each take is the longest prefix whose size before
+    its last message is under the budget, i.e. up to and including the message that
+    reaches it; nothing lost, nothing repeated, in order."""
+    q = DeliveryQueue()
+    msgs = [b"x" * s for s in sizes]
+    for i, m in enumerate(msgs):
+        q.push_delta(f"k{i}", Delta(i + 1, m))
+    got: list[bytes] = []
+    rest = list(msgs)
+    i = 0
+    while rest:
+        budget = budgets[i % len(budgets)]
+        i += 1
+        taken = q.take(budget, dropped)
+        expect, size = [], 0
+        for m in rest:
+            if size >= budget:
+                break
+            expect.append(m)
+            size += len(m)
+        assert taken == expect
+        got += taken
+        rest = rest[len(taken) :]
+    assert got == msgs and q.take(1 << 20, dropped) == []
+    assert q.last_rev == len(msgs)

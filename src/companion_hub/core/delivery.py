@@ -20,15 +20,8 @@ batches from it whenever the socket can take more.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate
-
-# take(): the smallest delta message there is (a one-character key, a one-byte value,
-# small numbers) is ~80 bytes on the wire; runs longer than _LONG_RUN are sliced by it
-_MIN_DELTA = 48
-_LONG_RUN = 1024
 
 
 class Delta:
@@ -247,26 +240,23 @@ class DeliveryQueue:
                 pos = item.pos
                 n = len(deltas)
                 room = max_bytes - size
-                # the whole rest of the run when it fits (the usual case), else the
-                # deltas up to and including the one that reaches the budget, as one
-                # by one would, found with C-level list operations. A long run is cut
-                # to what could fit first: no delta is smaller than _MIN_DELTA bytes
-                # (a smaller one would only make this loop come round again).
-                if n - pos > _LONG_RUN:
-                    datas = [d.data for d in deltas[pos : pos + room // _MIN_DELTA + 1]]
-                else:
+                # a long rest of the run at once when it fits (the usual case), by
+                # C-level list operations (~2x faster per delta beyond ~16 deltas);
+                # tried when the rest, at the first delta's size, would about fit;
+                # else (or if it did not, or for a few) one by one
+                rest = n - pos
+                if rest > 16 and rest * len(deltas[pos].data) <= room + (room >> 2):
                     datas = [d.data for d in (deltas[pos:] if pos else deltas)]
-                total = sum(map(len, datas))
-                if total < room and pos + len(datas) == n:
-                    out += datas
-                    size += total
-                    pos = n
-                else:
-                    sums = list(accumulate(map(len, datas)))
-                    k = min(len(datas), bisect_left(sums, room) + 1)
-                    out += datas[:k]
-                    size += sums[k - 1]
-                    pos += k
+                    total = sum(map(len, datas))
+                    if total < room:
+                        out += datas
+                        size += total
+                        pos = n
+                while pos < n and size < max_bytes:
+                    d = deltas[pos]
+                    out.append(d.data)
+                    size += len(d.data)
+                    pos += 1
                 if pos > item.pos:
                     self.deltas_sent += pos - item.pos
                     last = deltas[pos - 1].rev
