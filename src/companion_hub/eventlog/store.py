@@ -711,6 +711,25 @@ class EventLog:
         return [(str(a), str(b)) for a, b in self.db.execute("SELECT name, owner FROM namespaces")]
 
 
+def _encode_part(entries: list[Any]) -> bytes:
+    """Store entries as the JSON array of a snapshot part."""
+    return _snap_enc.encode(
+        [
+            SnapshotEntry(
+                e.key,
+                msgspec.Raw(e.raw),
+                e.version,
+                e.rev,
+                e.owner,
+                e.ts,
+                e.stale,
+                e.stale_since,
+            )
+            for e in entries
+        ]
+    )
+
+
 class SnapshotWriter:
     """One snapshot of ``entries`` (immutable store entries) at ``rev``, written in
     steps inside the caller's transactions: each step encodes, inserts and drops up to
@@ -737,21 +756,7 @@ class SnapshotWriter:
         for _ in range(max(1, parts)):
             if self.pos >= len(entries):
                 break
-            data = _snap_enc.encode(
-                [
-                    SnapshotEntry(
-                        e.key,
-                        msgspec.Raw(e.raw),
-                        e.version,
-                        e.rev,
-                        e.owner,
-                        e.ts,
-                        e.stale,
-                        e.stale_since,
-                    )
-                    for e in entries[self.pos : self.pos + part]
-                ]
-            )
+            data = _encode_part(entries[self.pos : self.pos + part])
             db.execute("INSERT INTO snapshot_parts VALUES (?, ?, ?)", (self.rev, self.parts, data))
             del data
             self.pos += part
@@ -813,21 +818,7 @@ def encode_snapshot(
     read; the hub writes :func:`write_snapshot`'s parts). For tools and tests."""
     parts: list[bytes] = []
     for i in range(0, len(entries), chunk):
-        part = _snap_enc.encode(
-            [
-                SnapshotEntry(
-                    e.key,
-                    msgspec.Raw(e.raw),
-                    e.version,
-                    e.rev,
-                    e.owner,
-                    e.ts,
-                    e.stale,
-                    e.stale_since,
-                )
-                for e in entries[i : i + chunk]
-            ]
-        )
+        part = _encode_part(entries[i : i + chunk])
         parts.append(part[1:-1])
     return b'{"rev":%d,"entries":[%b],"tombstones":%b}' % (
         rev,
